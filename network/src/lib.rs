@@ -1,0 +1,4 @@
+//! krio's pod networking: CNI (our own implementation of the CNI spec),
+//! network namespaces and port mappings.
+
+pub mod cni;

@@ -1,0 +1,4 @@
+//! krio's container side: OCI runtime handlers, OCI spec generation, the
+//! container lifecycle and the per-container monitor.
+
+pub mod handler;

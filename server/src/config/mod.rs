@@ -1,0 +1,8 @@
+//! krio's configuration: the schema, its defaults, and how the layers are
+//! merged (file, drop-ins, environment, flags).
+
+mod load;
+mod schema;
+
+pub use load::{Overrides, Sources, load};
+pub use schema::{CgroupManager, Config, LogLevel};

@@ -1,0 +1,42 @@
+//! The CRI services: thin tonic impls that call one handler per RPC.
+
+mod image_service;
+mod runtime_info;
+mod runtime_service;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use image_service::ImageService;
+pub use runtime_service::RuntimeService;
+
+use crate::config::Config;
+
+/// The CRI API version krio serves.
+pub const CRI_API_VERSION: &str = "v1";
+
+/// The name krio reports as `runtime_name`.
+pub const RUNTIME_NAME: &str = "krio";
+
+/// A boxed stream of responses, for the server-streaming RPCs.
+pub type ResponseStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// What every RPC handler can reach.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The effective configuration.
+    pub config: Config,
+    /// The config files it was read from (for `Status` verbose info).
+    pub config_files: Vec<std::path::PathBuf>,
+}
+
+impl Daemon {
+    /// Both services, sharing one daemon state.
+    pub fn services(self: &Arc<Self>) -> (RuntimeService, ImageService) {
+        (
+            RuntimeService::new(self.clone()),
+            ImageService::new(self.clone()),
+        )
+    }
+}

@@ -1,0 +1,307 @@
+//! The tonic `RuntimeService`: one line per RPC, calling its handler. RPCs whose
+//! issue has not landed answer `Unimplemented`, naming the RPC.
+
+use std::sync::Arc;
+
+use krio_proto::v1;
+use tonic::{Request, Response, Status};
+
+use super::runtime_info;
+use super::{Daemon, ResponseStream};
+use crate::error::Error;
+
+const SERVICE: &str = "RuntimeService";
+
+/// The CRI `RuntimeService`.
+#[derive(Debug, Clone)]
+pub struct RuntimeService {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeService {
+    /// The service over the daemon's state.
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        Self { daemon }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> v1::runtime_service_server::RuntimeServiceServer<Self> {
+        v1::runtime_service_server::RuntimeServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::runtime_service_server::RuntimeService for RuntimeService {
+    async fn version(
+        &self,
+        req: Request<v1::VersionRequest>,
+    ) -> Result<Response<v1::VersionResponse>, Status> {
+        Ok(Response::new(runtime_info::version(req.get_ref())))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _req: Request<v1::RunPodSandboxRequest>,
+    ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "RunPodSandbox").into())
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _req: Request<v1::StopPodSandboxRequest>,
+    ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "StopPodSandbox").into())
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _req: Request<v1::RemovePodSandboxRequest>,
+    ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "RemovePodSandbox").into())
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _req: Request<v1::PodSandboxStatusRequest>,
+    ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "PodSandboxStatus").into())
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _req: Request<v1::ListPodSandboxRequest>,
+    ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListPodSandbox").into())
+    }
+
+    type StreamPodSandboxesStream = ResponseStream<v1::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        _req: Request<v1::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "StreamPodSandboxes").into())
+    }
+
+    async fn create_container(
+        &self,
+        _req: Request<v1::CreateContainerRequest>,
+    ) -> Result<Response<v1::CreateContainerResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "CreateContainer").into())
+    }
+
+    async fn start_container(
+        &self,
+        _req: Request<v1::StartContainerRequest>,
+    ) -> Result<Response<v1::StartContainerResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "StartContainer").into())
+    }
+
+    async fn stop_container(
+        &self,
+        _req: Request<v1::StopContainerRequest>,
+    ) -> Result<Response<v1::StopContainerResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "StopContainer").into())
+    }
+
+    async fn remove_container(
+        &self,
+        _req: Request<v1::RemoveContainerRequest>,
+    ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "RemoveContainer").into())
+    }
+
+    async fn list_containers(
+        &self,
+        _req: Request<v1::ListContainersRequest>,
+    ) -> Result<Response<v1::ListContainersResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListContainers").into())
+    }
+
+    type StreamContainersStream = ResponseStream<v1::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        _req: Request<v1::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "StreamContainers").into())
+    }
+
+    async fn container_status(
+        &self,
+        _req: Request<v1::ContainerStatusRequest>,
+    ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ContainerStatus").into())
+    }
+
+    async fn update_container_resources(
+        &self,
+        _req: Request<v1::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "UpdateContainerResources").into())
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _req: Request<v1::ReopenContainerLogRequest>,
+    ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ReopenContainerLog").into())
+    }
+
+    async fn exec_sync(
+        &self,
+        _req: Request<v1::ExecSyncRequest>,
+    ) -> Result<Response<v1::ExecSyncResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ExecSync").into())
+    }
+
+    async fn exec(
+        &self,
+        _req: Request<v1::ExecRequest>,
+    ) -> Result<Response<v1::ExecResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "Exec").into())
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<v1::AttachRequest>,
+    ) -> Result<Response<v1::AttachResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "Attach").into())
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<v1::PortForwardRequest>,
+    ) -> Result<Response<v1::PortForwardResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "PortForward").into())
+    }
+
+    async fn container_stats(
+        &self,
+        _req: Request<v1::ContainerStatsRequest>,
+    ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ContainerStats").into())
+    }
+
+    async fn list_container_stats(
+        &self,
+        _req: Request<v1::ListContainerStatsRequest>,
+    ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListContainerStats").into())
+    }
+
+    type StreamContainerStatsStream = ResponseStream<v1::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        _req: Request<v1::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "StreamContainerStats").into())
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _req: Request<v1::PodSandboxStatsRequest>,
+    ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "PodSandboxStats").into())
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<v1::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListPodSandboxStats").into())
+    }
+
+    type StreamPodSandboxStatsStream = ResponseStream<v1::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _req: Request<v1::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "StreamPodSandboxStats").into())
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _req: Request<v1::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "UpdateRuntimeConfig").into())
+    }
+
+    async fn status(
+        &self,
+        req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        Ok(Response::new(
+            runtime_info::status(&self.daemon, req.get_ref()).await?,
+        ))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _req: Request<v1::CheckpointContainerRequest>,
+    ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "CheckpointContainer").into())
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        _req: Request<v1::CheckpointPodRequest>,
+    ) -> Result<Response<v1::CheckpointPodResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "CheckpointPod").into())
+    }
+
+    async fn restore_pod(
+        &self,
+        _req: Request<v1::RestorePodRequest>,
+    ) -> Result<Response<v1::RestorePodResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "RestorePod").into())
+    }
+
+    type GetContainerEventsStream = ResponseStream<v1::ContainerEventResponse>;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<v1::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "GetContainerEvents").into())
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<v1::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListMetricDescriptors").into())
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<v1::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "ListPodSandboxMetrics").into())
+    }
+
+    type StreamPodSandboxMetricsStream = ResponseStream<v1::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<v1::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        Err(Error::unimplemented(SERVICE, "StreamPodSandboxMetrics").into())
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<v1::RuntimeConfigRequest>,
+    ) -> Result<Response<v1::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(runtime_info::runtime_config(&self.daemon)))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _req: Request<v1::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
+        Err(Error::unimplemented(SERVICE, "UpdatePodSandboxResources").into())
+    }
+}

@@ -1,0 +1,175 @@
+//! Serving: the root lock, the CRI socket, systemd readiness and a clean
+//! stop on SIGTERM or SIGINT.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::Daemon;
+
+/// Mode of the CRI socket: the kubelet runs as root; a group may be let in.
+const SOCKET_MODE: u32 = 0o660;
+/// Mode of directories krio creates for itself.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<()> {
+    create_private_dir(&config.root)?;
+    create_private_dir(&config.runroot)?;
+    let _lock = RootLock::acquire(&config.root)?;
+
+    let socket = config.listen.clone();
+    let listener = bind_socket(&socket)?;
+    let _socket_guard = RemoveOnDrop(socket.clone());
+
+    let daemon = Arc::new(Daemon {
+        config,
+        config_files,
+    });
+    let (runtime_service, image_service) = daemon.services();
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    };
+
+    tracing::info!(
+        socket = %socket.display(),
+        root = %daemon.config.root.display(),
+        runroot = %daemon.config.runroot.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "krio is serving the CRI"
+    );
+    notify_ready();
+
+    tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+        .add_service(runtime_service.into_server())
+        .add_service(image_service.into_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("serving the CRI")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates `dir` (and parents) with mode 0700 if it does not exist; an
+/// existing directory keeps the mode its operator gave it.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))
+}
+
+/// An exclusive lock on the root dir: two daemons on one root would corrupt
+/// each other's state.
+struct RootLock {
+    _file: File,
+}
+
+impl RootLock {
+    fn acquire(root: &Path) -> anyhow::Result<Self> {
+        let path = root.join("krio.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another krio".to_owned()
+                } else {
+                    format!("another krio (pid {holder})")
+                };
+                bail!(
+                    "{who} is already running with root {}; lock file {} is held",
+                    root.display(),
+                    path.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing pid to {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Binds the CRI socket, replacing a stale one but never a live one or a
+/// file that is not a socket.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("socket {} is in use by another process", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+            tracing::info!(socket = %path.display(), "removed stale socket");
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("setting mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Removes the socket when serving ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %self.0.display(), error = %e, "could not remove socket");
+        }
+    }
+}
+
+/// Tells systemd (`Type=notify`) that krio is ready, when it is watching.
+fn notify_ready() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    match sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        Ok(()) => tracing::debug!("sent READY=1 to systemd"),
+        Err(e) => tracing::warn!(error = %e, "could not notify systemd"),
+    }
+}

@@ -1,0 +1,49 @@
+//! `krio`: the daemon binary and its operator commands.
+
+mod cli;
+mod config;
+mod cri;
+mod daemon;
+mod error;
+mod logging;
+
+use anyhow::Context;
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let (config, files) =
+        config::load(&cli.sources(), &cli.overrides()).context("loading configuration")?;
+    match cli.command {
+        Some(cli::Command::Config) => {
+            let mut out = String::from("# Effective krio configuration.\n");
+            if files.is_empty() {
+                out.push_str("# Read from: no file (defaults, environment and flags only).\n");
+            }
+            for f in &files {
+                out.push_str(&format!("# Read from: {}\n", f.display()));
+            }
+            out.push_str(&toml::to_string_pretty(&config).context("serialising configuration")?);
+            print!("{out}");
+            Ok(())
+        }
+        Some(cli::Command::Version) => {
+            println!("krio {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "CRI API: {} ({})",
+                cri::CRI_API_VERSION,
+                krio_proto::UPSTREAM
+            );
+            Ok(())
+        }
+        None => {
+            logging::init(config.log_level).context("setting up logging")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("krio")
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(daemon::run(config, files))
+        }
+    }
+}

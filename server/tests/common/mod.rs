@@ -1,0 +1,193 @@
+//! Starting the real `krio` binary on a temp socket and temp dirs, and a
+//! generated CRI client connected to it.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use krio_proto::v1::image_service_client::ImageServiceClient;
+use krio_proto::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The krio binary under test.
+pub const KRIO: &str = env!("CARGO_BIN_EXE_krio");
+
+/// A temp tree with root, runroot, socket and config paths for one daemon.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("run/krio.sock")
+    }
+
+    /// A `krio` command isolated from the host's /etc/krio and KRIO_* env.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(KRIO);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("KRIO_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env_remove("NOTIFY_SOCKET")
+            .arg("--config")
+            .arg(self.path("krio.toml"))
+            .arg("--config-dir")
+            .arg(self.path("krio.d"));
+        if !self.path("krio.toml").exists() {
+            std::fs::write(self.path("krio.toml"), "").expect("write empty config");
+        }
+        cmd
+    }
+
+    /// The serving command with every path under the sandbox.
+    pub fn serve_command(&self) -> Command {
+        self.serve_command_at(&self.socket())
+    }
+
+    /// The serving command listening on `socket`.
+    pub fn serve_command_at(&self, socket: &Path) -> Command {
+        let mut cmd = self.command();
+        cmd.arg("--root")
+            .arg(self.path("root"))
+            .arg("--runroot")
+            .arg(self.path("run"))
+            .arg("--listen")
+            .arg(socket)
+            .arg("--cni-config-dir")
+            .arg(self.path("cni"))
+            .arg("--log-level")
+            .arg("debug");
+        cmd
+    }
+
+    /// Starts the daemon and waits for its socket.
+    pub fn start(&self) -> Daemon {
+        let child = self
+            .serve_command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn krio");
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+        };
+        daemon.wait_for_socket();
+        daemon
+    }
+}
+
+/// A running daemon; killed on drop so a failing test leaves nothing behind.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                let out = self
+                    .child
+                    .take()
+                    .expect("child")
+                    .wait_with_output()
+                    .expect("output");
+                panic!(
+                    "krio exited early with {status}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("krio did not create {} in time", self.socket.display());
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().expect("running").id()).expect("pid fits")
+    }
+
+    /// Sends SIGTERM and returns the exit output (bounded wait).
+    pub fn terminate(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
+        wait_bounded(child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a child for at most `limit`, killing it after that.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "process did not exit within {limit:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A channel to the daemon's unix socket.
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to krio")
+}
+
+pub async fn runtime_client(socket: &Path) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(channel(socket).await)
+}
+
+pub async fn image_client(socket: &Path) -> ImageServiceClient<Channel> {
+    ImageServiceClient::new(channel(socket).await)
+}

@@ -1,0 +1,170 @@
+//! The RPCs the foundation answers, through the generated client against the
+//! real daemon.
+
+mod common;
+
+use common::{Sandbox, image_client, runtime_client};
+use krio_proto::v1;
+
+#[tokio::test]
+async fn version_names_krio_and_v1() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let v = client
+        .version(v1::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .expect("Version")
+        .into_inner();
+    assert_eq!(v.runtime_name, "krio");
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(v.runtime_api_version, "v1");
+    assert_eq!(v.version, "0.1.0");
+}
+
+#[tokio::test]
+async fn status_reports_network_not_ready_until_a_config_appears() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path("cni")).expect("mkdir cni");
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+
+    let status = client
+        .status(v1::StatusRequest { verbose: true })
+        .await
+        .expect("Status")
+        .into_inner();
+    let conditions = status.status.expect("runtime status").conditions;
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(!network.status);
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(
+        network.message.contains("no valid CNI network config"),
+        "{}",
+        network.message
+    );
+    assert!(conditions.iter().any(|c| c.r#type == "RuntimeReady"));
+    let config: serde_json::Value =
+        serde_json::from_str(&status.info["config"]).expect("config is JSON");
+    assert_eq!(config["root"], sandbox.path("root").display().to_string());
+    let handlers: Vec<&str> = status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(
+        handlers,
+        ["", "crun", "runc"],
+        "default handler first, then each configured"
+    );
+
+    // A config added later is noticed without a restart.
+    std::fs::write(
+        sandbox.path("cni/10-test.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"testnet","plugins":[{"type":"bridge"}]}"#,
+    )
+    .expect("write conflist");
+    let status = client
+        .status(v1::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    let conditions = status.status.expect("runtime status").conditions;
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(network.status, "{network:?}");
+    assert!(status.info.is_empty(), "no verbose info unless asked");
+}
+
+#[tokio::test]
+async fn runtime_ready_follows_the_default_handler_binary() {
+    let sandbox = Sandbox::new();
+    let fake_runtime = sandbox.path("fake-runc");
+    std::fs::write(&fake_runtime, "#!/bin/sh\n").expect("write");
+    std::fs::write(
+        sandbox.path("krio.toml"),
+        format!(
+            "[runtime]\ndefault_handler = \"fake\"\n[runtime.handlers.fake]\npath = \"{}\"\n",
+            fake_runtime.display()
+        ),
+    )
+    .expect("write config");
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let ready = |s: v1::StatusResponse| {
+        s.status
+            .expect("status")
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "RuntimeReady")
+            .expect("RuntimeReady")
+    };
+    let cond = ready(
+        client
+            .status(v1::StatusRequest::default())
+            .await
+            .expect("Status")
+            .into_inner(),
+    );
+    assert!(!cond.status, "a non-executable runtime is not ready");
+    assert!(cond.message.contains("fake-runc"), "{}", cond.message);
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake_runtime, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cond = ready(
+        client
+            .status(v1::StatusRequest::default())
+            .await
+            .expect("Status")
+            .into_inner(),
+    );
+    assert!(cond.status, "{cond:?}");
+}
+
+#[tokio::test]
+async fn runtime_config_reports_cgroupfs() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let resp = client
+        .runtime_config(v1::RuntimeConfigRequest {})
+        .await
+        .expect("RuntimeConfig")
+        .into_inner();
+    assert_eq!(
+        resp.linux.expect("linux").cgroup_driver,
+        v1::CgroupDriver::Cgroupfs as i32
+    );
+}
+
+#[tokio::test]
+async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut runtime = runtime_client(&daemon.socket).await;
+    let err = runtime
+        .run_pod_sandbox(v1::RunPodSandboxRequest::default())
+        .await
+        .expect_err("not implemented yet");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+
+    let mut images = image_client(&daemon.socket).await;
+    let err = images
+        .list_images(v1::ListImagesRequest::default())
+        .await
+        .expect_err("not implemented yet");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(
+        err.message().contains("ImageService/ListImages"),
+        "{}",
+        err.message()
+    );
+}
