@@ -2,3 +2,4 @@
 //! network namespaces and port mappings.
 
 pub mod cni;
+pub mod netns;

@@ -140,3 +140,20 @@ fn version_prints_krio_and_the_cri_version() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_shipped_config_file_is_valid_and_changes_nothing() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/krio.toml");
+    let sandbox = Sandbox::new();
+    let defaults = config_output(&mut sandbox.command());
+    std::fs::copy(shipped, sandbox.path("krio.toml")).expect("copy shipped config");
+    let out = config_output(&mut sandbox.command());
+    assert!(out.contains("# Read from: "), "{out}");
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&out), body(&defaults));
+}

@@ -272,6 +272,40 @@ mod tests {
     }
 
     #[test]
+    fn highest_supported_of_cni_versions_is_selected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "10-a.conflist",
+            r#"{"cniVersion":"9.0.0","cniVersions":["0.3.1","1.1.0","1.0.0"],"name":"a",
+                "disableGC":true,"plugins":[{"type":"bridge"}]}"#,
+        );
+        let net = load_default_network(dir.path()).expect("valid config");
+        assert_eq!(net.cni_version, "1.1.0");
+        assert!(net.disable_gc);
+    }
+
+    #[test]
+    fn rejects_unsafe_names_and_types() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "1.conflist",
+            r#"{"cniVersion":"1.0.0","name":"../x","plugins":[{"type":"bridge"}]}"#,
+        );
+        write(
+            dir.path(),
+            "2.conflist",
+            r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"../../bin/sh"}]}"#,
+        );
+        let msg = load_default_network(dir.path())
+            .expect_err("both invalid")
+            .to_string();
+        assert!(msg.contains("network name \"../x\" is invalid"), "{msg}");
+        assert!(msg.contains("plugin 0 has an invalid \"type\""), "{msg}");
+    }
+
+    #[test]
     fn rejects_unsupported_version_and_missing_type() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(

@@ -25,7 +25,6 @@ pub(crate) fn compare(a: &str, b: &str) -> Ordering {
 }
 
 /// Whether `v` is at least `min`.
-#[allow(dead_code, reason = "used by the CNI operations, landing next")]
 pub(crate) fn at_least(v: &str, min: &str) -> bool {
     matches!(parse(v), Some(p) if Some(p) >= parse(min))
 }
