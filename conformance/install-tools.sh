@@ -24,7 +24,7 @@ installed=()
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
-packages=(docker-registry busybox containernetworking-plugins runc crun iptables gcc libc6-dev)
+packages=(docker-registry busybox containernetworking-plugins runc crun iptables iproute2 iputils-ping curl util-linux gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

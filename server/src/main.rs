@@ -1,6 +1,7 @@
 //! `krio`: the daemon binary and its operator commands.
 
 mod cli;
+mod clock;
 mod config;
 mod cri;
 mod daemon;

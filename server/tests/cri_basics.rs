@@ -168,3 +168,33 @@ async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn image_fs_info_reports_the_store_filesystem() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut images = image_client(&daemon.socket).await;
+    std::fs::create_dir_all(sandbox.path("root/images")).expect("mkdir");
+    std::fs::write(sandbox.path("root/images/blob"), vec![1u8; 256 * 1024]).expect("write");
+    let info = images
+        .image_fs_info(v1::ImageFsInfoRequest {})
+        .await
+        .expect("ImageFsInfo")
+        .into_inner();
+    let fs = &info.image_filesystems[0];
+    let mountpoint = &fs.fs_id.as_ref().expect("fs id").mountpoint;
+    let root = sandbox.path("root").canonicalize().expect("canonical root");
+    assert!(
+        root.starts_with(mountpoint),
+        "{mountpoint} holds {}",
+        root.display()
+    );
+    assert!(fs.used_bytes.expect("bytes").value >= 256 * 1024);
+    assert_eq!(
+        fs.inodes_used.expect("inodes").value,
+        2,
+        "the dir and the blob"
+    );
+    assert!(fs.timestamp > 0);
+    assert_eq!(info.container_filesystems.len(), 1);
+}

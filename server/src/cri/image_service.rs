@@ -6,7 +6,7 @@ use std::sync::Arc;
 use krio_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, ResponseStream};
+use super::{Daemon, ResponseStream, image_fs};
 use crate::error::Error;
 
 const SERVICE: &str = "ImageService";
@@ -14,7 +14,6 @@ const SERVICE: &str = "ImageService";
 /// The CRI `ImageService`.
 #[derive(Debug, Clone)]
 pub struct ImageService {
-    #[expect(dead_code, reason = "read once the ImageService RPCs land")]
     daemon: Arc<Daemon>,
 }
 
@@ -22,6 +21,27 @@ impl ImageService {
     /// The service over the daemon's state.
     pub fn new(daemon: Arc<Daemon>) -> Self {
         Self { daemon }
+    }
+
+    /// Usage of the image store and of the containers' writable layers, which
+    /// share the root filesystem.
+    async fn fs_usage(&self) -> Result<v1::ImageFsInfoResponse, Error> {
+        let images = self.daemon.config.root.join("images");
+        let containers = self.daemon.config.root.join("containers");
+        let (images, containers) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((
+                image_fs::dir_usage(&images)?,
+                image_fs::dir_usage(&containers)?,
+            ))
+        })
+        .await
+        .map_err(|e| Error::internal("measuring the image filesystem", e))?
+        .map_err(|e| Error::internal("measuring the image filesystem", e))?;
+        let now = crate::clock::now_ns();
+        Ok(v1::ImageFsInfoResponse {
+            image_filesystems: vec![image_fs::filesystem_usage(&images, now)],
+            container_filesystems: vec![image_fs::filesystem_usage(&containers, now)],
+        })
     }
 
     /// The tonic server for this service.
@@ -73,6 +93,6 @@ impl v1::image_service_server::ImageService for ImageService {
         &self,
         _req: Request<v1::ImageFsInfoRequest>,
     ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ImageFsInfo").into())
+        Ok(Response::new(self.fs_usage().await?))
     }
 }

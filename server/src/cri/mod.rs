@@ -1,5 +1,6 @@
 //! The CRI services: thin tonic impls that call one handler per RPC.
 
+mod image_fs;
 mod image_service;
 mod runtime_info;
 mod runtime_service;
