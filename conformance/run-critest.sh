@@ -35,16 +35,17 @@ registry_started=false
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  set +e   # best effort: every step runs even if an earlier one fails
   if [ -n "$krio_pid" ] && kill -0 "$krio_pid" 2>/dev/null; then
     kill -TERM "$krio_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$krio_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$krio_pid" 2>/dev/null || true
   fi
   # Anything krio or its containers left mounted under the temp tree.
-  findmnt -rn -o TARGET | grep "^$work/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
   ip link del "$bridge" 2>/dev/null || true
   if $registry_started; then bash "$here/registry.sh" stop || true; fi
-  [ -f "$work/krio.log" ] && cp "$work/krio.log" "$report_dir/krio.log"
+  if [ -f "$work/krio.log" ]; then cp "$work/krio.log" "$report_dir/krio.log"; fi
   rm -rf "$work"
   exit $rc
 }
