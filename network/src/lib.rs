@@ -3,3 +3,5 @@
 
 pub mod cni;
 pub mod netns;
+pub mod podns;
+pub mod sysctl;

@@ -14,6 +14,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::cri::Daemon;
+use crate::sandbox::Sandboxes;
+use crate::state::Store;
 
 /// Mode of the CRI socket: the kubelet runs as root; a group may be let in.
 const SOCKET_MODE: u32 = 0o660;
@@ -22,22 +24,36 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<()> {
+    // First, so a signal during start-up stops krio cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
     create_private_dir(&config.root)?;
     create_private_dir(&config.runroot)?;
     let _lock = RootLock::acquire(&config.root)?;
 
-    let socket = config.listen.clone();
-    let listener = bind_socket(&socket)?;
-    let _socket_guard = RemoveOnDrop(socket.clone());
-
+    let config = Arc::new(config);
+    let sandboxes = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let store = Store::open(&config.root)?;
+            Ok(Sandboxes::recover(config, store)?)
+        })
+        .await
+        .context("recovering state")??
+    };
     let daemon = Arc::new(Daemon {
         config,
         config_files,
+        sandboxes: Arc::new(sandboxes),
     });
     let (runtime_service, image_service) = daemon.services();
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    // Bound last: a client that can connect finds krio ready.
+    let socket = daemon.config.listen.clone();
+    let listener = bind_socket(&socket)?;
+    let _socket_guard = RemoveOnDrop(socket.clone());
+
     let shutdown = async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",

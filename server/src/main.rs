@@ -7,6 +7,8 @@ mod cri;
 mod daemon;
 mod error;
 mod logging;
+mod sandbox;
+mod state;
 
 use anyhow::Context;
 use clap::Parser;

@@ -150,11 +150,15 @@ async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
     let daemon = sandbox.start();
     let mut runtime = runtime_client(&daemon.socket).await;
     let err = runtime
-        .run_pod_sandbox(v1::RunPodSandboxRequest::default())
+        .create_container(v1::CreateContainerRequest::default())
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(
+        err.message().contains("CreateContainer"),
+        "{}",
+        err.message()
+    );
 
     let mut images = image_client(&daemon.socket).await;
     let err = images

@@ -27,9 +27,11 @@ pub type ResponseStream<T> =
 #[derive(Debug)]
 pub struct Daemon {
     /// The effective configuration.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The config files it was read from (for `Status` verbose info).
     pub config_files: Vec<std::path::PathBuf>,
+    /// Pod sandboxes.
+    pub sandboxes: Arc<crate::sandbox::Sandboxes>,
 }
 
 impl Daemon {
@@ -40,4 +42,16 @@ impl Daemon {
             ImageService::new(self.clone()),
         )
     }
+}
+
+/// A stream that sends each item exactly once, then ends (what the CRI asks
+/// of the `Stream*` RPCs).
+pub fn stream_each<T, R>(items: Vec<T>, wrap: impl Fn(T) -> R + Send + 'static) -> ResponseStream<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    Box::pin(tokio_stream::iter(
+        items.into_iter().map(move |item| Ok(wrap(item))),
+    ))
 }

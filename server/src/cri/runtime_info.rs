@@ -2,6 +2,7 @@
 //! it is ready.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use krio_proto::v1;
 
@@ -28,7 +29,7 @@ const NETWORK_READY: &str = "NetworkReady";
 /// The CRI `Status` RPC. Checks touch the filesystem, so they run on the
 /// blocking pool.
 pub async fn status(daemon: &Daemon, req: &v1::StatusRequest) -> Result<v1::StatusResponse> {
-    let config = daemon.config.clone();
+    let config = Arc::clone(&daemon.config);
     let (runtime, network) = tokio::task::spawn_blocking(move || {
         let default = &config.runtime.default_handler;
         let runtime = match config.runtime.handlers.get(default) {
@@ -56,7 +57,7 @@ pub async fn status(daemon: &Daemon, req: &v1::StatusRequest) -> Result<v1::Stat
 
     let mut info = HashMap::new();
     if req.verbose {
-        let config_json = serde_json::to_string(&daemon.config)
+        let config_json = serde_json::to_string(&*daemon.config)
             .map_err(|e| Error::internal("encoding config", e))?;
         info.insert("config".to_owned(), config_json);
         let files: Vec<String> = daemon

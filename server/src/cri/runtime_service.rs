@@ -7,8 +7,9 @@ use krio_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::runtime_info;
-use super::{Daemon, ResponseStream};
+use super::{Daemon, ResponseStream, stream_each};
 use crate::error::Error;
+use crate::sandbox::PodFilter;
 
 const SERVICE: &str = "RuntimeService";
 
@@ -41,46 +42,68 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<v1::RunPodSandboxRequest>,
+        req: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RunPodSandbox").into())
+        let pod_sandbox_id = self.daemon.sandboxes.run(req.get_ref()).await?;
+        Ok(Response::new(v1::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<v1::StopPodSandboxRequest>,
+        req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "StopPodSandbox").into())
+        self.daemon
+            .sandboxes
+            .stop(&req.get_ref().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<v1::RemovePodSandboxRequest>,
+        req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RemovePodSandbox").into())
+        self.daemon
+            .sandboxes
+            .remove(&req.get_ref().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _req: Request<v1::PodSandboxStatusRequest>,
+        req: Request<v1::PodSandboxStatusRequest>,
     ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "PodSandboxStatus").into())
+        let req = req.get_ref();
+        Ok(Response::new(
+            self.daemon
+                .sandboxes
+                .status(&req.pod_sandbox_id, req.verbose)?,
+        ))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<v1::ListPodSandboxRequest>,
+        req: Request<v1::ListPodSandboxRequest>,
     ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListPodSandbox").into())
+        let filter = PodFilter::from_cri(req.get_ref().filter.as_ref());
+        let items = self.daemon.sandboxes.list(&filter);
+        Ok(Response::new(v1::ListPodSandboxResponse { items }))
     }
 
     type StreamPodSandboxesStream = ResponseStream<v1::StreamPodSandboxesResponse>;
 
     async fn stream_pod_sandboxes(
         &self,
-        _req: Request<v1::StreamPodSandboxesRequest>,
+        req: Request<v1::StreamPodSandboxesRequest>,
     ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamPodSandboxes").into())
+        let filter = PodFilter::from_cri(req.get_ref().filter.as_ref());
+        let items = self.daemon.sandboxes.list(&filter);
+        Ok(Response::new(stream_each(items, |pod_sandbox| {
+            v1::StreamPodSandboxesResponse {
+                pod_sandboxes: vec![pod_sandbox],
+            }
+        })))
     }
 
     async fn create_container(
@@ -224,9 +247,18 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<v1::UpdateRuntimeConfigRequest>,
+        req: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "UpdateRuntimeConfig").into())
+        let cidr = req
+            .get_ref()
+            .runtime_config
+            .as_ref()
+            .and_then(|c| c.network_config.as_ref())
+            .map(|n| n.pod_cidr.clone())
+            .unwrap_or_default();
+        // The CNI config owns addressing; the CIDR is recorded for operators.
+        tracing::info!(pod_cidr = %cidr, "runtime config updated by the kubelet");
+        Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
     }
 
     async fn status(

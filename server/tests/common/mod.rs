@@ -184,10 +184,98 @@ pub async fn channel(socket: &Path) -> Channel {
         .expect("connect to krio")
 }
 
+/// The generated runtime client over the test channel.
+pub type RuntimeClient = RuntimeServiceClient<Channel>;
+
 pub async fn runtime_client(socket: &Path) -> RuntimeServiceClient<Channel> {
     RuntimeServiceClient::new(channel(socket).await)
 }
 
 pub async fn image_client(socket: &Path) -> ImageServiceClient<Channel> {
     ImageServiceClient::new(channel(socket).await)
+}
+
+/// Whether a root-only test must be skipped (printing why); with
+/// `KRIO_REQUIRE_ROOT_TESTS=1` a skip is a failure instead.
+pub fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    let reason = "not running as root (needs namespaces, mounts and CNI)";
+    if std::env::var_os("KRIO_REQUIRE_ROOT_TESTS").is_some() {
+        panic!("{test}: cannot run ({reason}) but KRIO_REQUIRE_ROOT_TESTS is set");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    true
+}
+
+impl Sandbox {
+    /// Writes a bridge network config with its own bridge, subnet and IPAM
+    /// store, so tests can run side by side; returns the bridge name.
+    pub fn write_bridge_network(&self, subnet_octet: u8) -> String {
+        let bridge = format!("krt{}{}", std::process::id() % 10000, subnet_octet);
+        std::fs::create_dir_all(self.path("cni")).expect("mkdir cni");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("krio-test-{subnet_octet}"),
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": self.path("ipam"),
+                        "ranges": [[{"subnet": format!("10.201.{subnet_octet}.0/24")}]],
+                        "routes": [{"dst": "0.0.0.0/0"}]
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(self.path("cni/10-test.conflist"), conf.to_string())
+            .expect("write conflist");
+        bridge
+    }
+
+    /// Mount points under the sandbox dir (pins, shm), to check cleanup.
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Removes a test bridge even when the test fails.
+pub struct BridgeGuard(pub String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// Unmounts whatever a failed test left under a dir (after the daemon died).
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let prefix = self.0.display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        mounts.sort();
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }

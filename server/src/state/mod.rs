@@ -1,0 +1,137 @@
+//! The daemon's durable state: one redb database under the root dir. Every
+//! change the API reports as done is committed (fsynced) before the reply.
+//! Records are JSON; CRI configs are kept as their protobuf encoding.
+
+mod pods;
+
+pub use pods::{PodNamespaces, PodRecord, PodState};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening or creating the database.
+    #[error("cannot open state database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// A read or write transaction failed.
+    #[error("state database: {0}")]
+    Db(String),
+    /// A record could not be encoded or decoded.
+    #[error("state record {key}: {source}")]
+    Record {
+        /// The record's key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+
+/// The database, shared by the daemon's components.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<root>/krio.redb`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let path = root.join("krio.redb");
+        let db = redb::Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let store = Self { db: Arc::new(db) };
+        // Create the tables so reads never race their creation.
+        let txn = store.db.begin_write().map_err(db_err)?;
+        txn.open_table(PODS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(store)
+    }
+
+    /// Writes a pod record (blocking: commits durably).
+    pub fn put_pod(&self, pod: &PodRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(pod).map_err(|source| StoreError::Record {
+            key: pod.id.clone(),
+            source,
+        })?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(db_err)?;
+            table
+                .insert(pod.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Deletes a pod record; a missing one is fine.
+    pub fn delete_pod(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(db_err)?;
+            table.remove(id).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Every pod record.
+    pub fn pods(&self) -> Result<Vec<PodRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(PODS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let pod =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
+                    key: key.value().to_owned(),
+                    source,
+                })?;
+            out.push(pod);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = PodRecord::for_test("abc");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.put_pod(&pod).expect("put");
+            assert_eq!(store.pods().expect("list"), vec![pod.clone()]);
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.pods().expect("list"), vec![pod]);
+        store.delete_pod("abc").expect("delete");
+        store.delete_pod("abc").expect("delete again");
+        assert!(store.pods().expect("list").is_empty());
+    }
+}

@@ -1,0 +1,485 @@
+//! Pod sandboxes end to end: the real daemon, real namespaces, the real
+//! Debian CNI plugins (bridge, host-local, portmap, loopback). Root-only.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BridgeGuard, MountGuard, Sandbox, runtime_client, skip_unless_root};
+use krio_proto::v1;
+
+fn pod_config(name: &str) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "test".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: [("app".to_owned(), name.to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+fn run_request(config: v1::PodSandboxConfig) -> v1::RunPodSandboxRequest {
+    v1::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    }
+}
+
+async fn status(client: &mut common::RuntimeClient, id: &str) -> v1::PodSandboxStatus {
+    client
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+fn nsenter_net(pin: &str, args: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
+        .arg(format!("--net={pin}"))
+        .args(args)
+        .output()
+        .expect("nsenter")
+}
+
+fn netns_pin(sandbox: &Sandbox, id: &str) -> String {
+    sandbox
+        .path(&format!("run/ns/net/{id}"))
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_pods_get_ips_reach_each_other_and_leave_nothing_behind() {
+    if skip_unless_root("two_pods_get_ips_reach_each_other_and_leave_nothing_behind") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(1));
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+
+    let mut dns = pod_config("a");
+    dns.dns_config = Some(v1::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["test.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    dns.linux = Some(v1::LinuxPodSandboxConfig {
+        sysctls: [(
+            "net.ipv4.ip_unprivileged_port_start".to_owned(),
+            "79".to_owned(),
+        )]
+        .into(),
+        ..Default::default()
+    });
+    let a = client
+        .run_pod_sandbox(run_request(dns))
+        .await
+        .expect("run a")
+        .into_inner()
+        .pod_sandbox_id;
+    let b = client
+        .run_pod_sandbox(run_request(pod_config("b")))
+        .await
+        .expect("run b")
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(a.len(), 64);
+
+    let sa = status(&mut client, &a).await;
+    let sb = status(&mut client, &b).await;
+    assert_eq!(sa.state, v1::PodSandboxState::SandboxReady as i32);
+    assert_eq!(sa.metadata.as_ref().expect("md").name, "a");
+    assert_eq!(sa.labels["app"], "a");
+    let ip_a = sa.network.expect("network a").ip;
+    let ip_b = sb.network.expect("network b").ip;
+    assert!(ip_a.starts_with("10.201.1."), "{ip_a}");
+    assert_ne!(ip_a, ip_b);
+
+    // a reaches b over the bridge.
+    let ping = nsenter_net(&netns_pin(&sandbox, &a), &["ping", "-c1", "-W2", &ip_b]);
+    assert!(
+        ping.status.success(),
+        "ping {ip_b}: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // DNS options, hostname and sysctls landed in the pod.
+    let resolv = std::fs::read_to_string(sandbox.path(&format!("root/sandboxes/{a}/resolv.conf")))
+        .expect("resolv.conf");
+    assert_eq!(
+        resolv,
+        "search test.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    let sysctl = nsenter_net(
+        &netns_pin(&sandbox, &a),
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    );
+    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "79");
+    let hostname = Command::new("nsenter")
+        .arg(format!(
+            "--uts={}",
+            sandbox.path(&format!("run/ns/uts/{a}")).display()
+        ))
+        .arg("hostname")
+        .output()
+        .expect("nsenter uts");
+    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "a");
+
+    // Listing with filters.
+    let list = |filter: v1::PodSandboxFilter| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_pod_sandbox(v1::ListPodSandboxRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("list")
+                .into_inner()
+                .items
+        }
+    };
+    assert_eq!(list(v1::PodSandboxFilter::default()).await.len(), 2);
+    let by_label = list(v1::PodSandboxFilter {
+        label_selector: [("app".to_owned(), "b".to_owned())].into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        by_label.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        [b.as_str()]
+    );
+    let by_prefix = list(v1::PodSandboxFilter {
+        id: a[..12].to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_prefix.len(), 1);
+
+    // Stop releases the IP; the pod stays, NotReady; stop again is fine.
+    for id in [&a, &b] {
+        client
+            .stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("stop");
+    }
+    client
+        .stop_pod_sandbox(v1::StopPodSandboxRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .expect("stop is idempotent");
+    assert_eq!(
+        status(&mut client, &a).await.state,
+        v1::PodSandboxState::SandboxNotready as i32
+    );
+    let leases: Vec<_> = std::fs::read_dir(sandbox.path("ipam/krio-test-1"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !leases.iter().any(|l| l.starts_with("10.")),
+        "IP leases left after stop: {leases:?}"
+    );
+
+    for id in [&a, &b] {
+        client
+            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .expect("remove");
+    }
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .expect("remove is idempotent");
+    let err = client
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: a.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(
+        sandbox.mounts().is_empty(),
+        "mounts left: {:?}",
+        sandbox.mounts()
+    );
+    assert_eq!(
+        std::fs::read_dir(sandbox.path("root/sandboxes"))
+            .expect("dir")
+            .count(),
+        0
+    );
+    let rules = String::from_utf8_lossy(
+        &Command::new("iptables-save")
+            .output()
+            .expect("iptables-save")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !rules.contains(&a) && !rules.contains(&b),
+        "iptables rules left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_host_port_reaches_a_listener_in_the_pod() {
+    if skip_unless_root("a_host_port_reaches_a_listener_in_the_pod") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(2));
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let host_port = 20000 + (std::process::id() % 10000) as i32;
+    let mut config = pod_config("web");
+    config.port_mappings = vec![v1::PortMapping {
+        protocol: v1::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port,
+        host_ip: String::new(),
+    }];
+    let id = client
+        .run_pod_sandbox(run_request(config))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let pod_ip = status(&mut client, &id).await.network.expect("network").ip;
+
+    // A listener inside the pod's network namespace, from a dedicated thread.
+    let pin = sandbox.path(&format!("run/ns/net/{id}"));
+    let server = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&pin).expect("open netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = TcpListener::bind("0.0.0.0:8080").expect("bind in pod");
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.write_all(b"hello from the pod").expect("write");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Through the node's address on the bridge (portmap's DNAT).
+    let gateway = pod_ip
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.1"))
+        .expect("ipv4");
+    let mut conn =
+        TcpStream::connect((gateway.as_str(), host_port as u16)).expect("connect to host port");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read");
+    assert_eq!(reply, "hello from the pod");
+    server.join().expect("server thread");
+
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    let rules = String::from_utf8_lossy(
+        &Command::new("iptables-save")
+            .output()
+            .expect("iptables-save")
+            .stdout,
+    )
+    .into_owned();
+    assert!(!rules.contains(&id), "portmap rules left behind");
+}
+
+#[tokio::test]
+async fn host_network_pods_skip_cni_and_see_the_node() {
+    if skip_unless_root("host_network_pods_skip_cni_and_see_the_node") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    // No CNI config at all: host-network pods don't need one.
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let mut config = pod_config("hostnet");
+    config.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                ipc: v1::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = client
+        .run_pod_sandbox(run_request(config))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let st = status(&mut client, &id).await;
+    assert_eq!(
+        st.network.expect("network").ip,
+        "",
+        "no pod IP on the host network"
+    );
+    assert!(!sandbox.path(&format!("run/ns/net/{id}")).exists());
+    assert!(
+        sandbox.mounts().is_empty(),
+        "nothing mounted for a host-network, host-IPC pod"
+    );
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("remove");
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_argument_and_create_nothing() {
+    if skip_unless_root("bad_requests_are_invalid_argument_and_create_nothing") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(3));
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+
+    let mut unsafe_sysctl = pod_config("x");
+    unsafe_sysctl.linux = Some(v1::LinuxPodSandboxConfig {
+        sysctls: [("kernel.panic".to_owned(), "1".to_owned())].into(),
+        ..Default::default()
+    });
+    let mut bad_mode = pod_config("y");
+    bad_mode.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                pid: 42,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut no_metadata = pod_config("z");
+    no_metadata.metadata = None;
+    let cases = [
+        (run_request(unsafe_sysctl), "kernel.panic"),
+        (run_request(bad_mode), "unknown mode 42"),
+        (run_request(no_metadata), "metadata is required"),
+        (
+            v1::RunPodSandboxRequest {
+                config: Some(pod_config("h")),
+                runtime_handler: "no-such-handler".into(),
+            },
+            "no-such-handler",
+        ),
+    ];
+    for (req, needle) in cases {
+        let err = client.run_pod_sandbox(req).await.expect_err("invalid");
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(needle),
+            "{} lacks {needle}",
+            err.message()
+        );
+    }
+    let listed = client
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(listed.is_empty());
+    assert!(sandbox.mounts().is_empty());
+    assert!(
+        !sandbox.path("root/sandboxes").exists()
+            || std::fs::read_dir(sandbox.path("root/sandboxes"))
+                .expect("dir")
+                .count()
+                == 0
+    );
+}
+
+#[tokio::test]
+async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
+    if skip_unless_root("a_killed_daemon_restarts_with_its_pods_and_still_cleans_up") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(4));
+    let mut daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let id = client
+        .run_pod_sandbox(run_request(pod_config("survivor")))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = status(&mut client, &id).await.network.expect("network").ip;
+
+    // kill -9: no chance to clean up.
+    let mut child = daemon.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    drop(daemon);
+
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let st = status(&mut client, &id).await;
+    assert_eq!(
+        st.state,
+        v1::PodSandboxState::SandboxReady as i32,
+        "namespaces survived the daemon"
+    );
+    assert_eq!(st.network.expect("network").ip, ip);
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("remove after restart");
+    assert!(
+        sandbox.mounts().is_empty(),
+        "mounts left: {:?}",
+        sandbox.mounts()
+    );
+    let leases: Vec<_> = std::fs::read_dir(sandbox.path("ipam/krio-test-4"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!leases.contains(&ip), "lease {ip} left: {leases:?}");
+}
