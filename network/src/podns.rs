@@ -28,6 +28,9 @@ pub enum Kind {
     Ipc,
     /// Hostname and domain name.
     Uts,
+    /// Process IDs (only pinned from an existing process: a new PID
+    /// namespace needs a PID 1, see the daemon's pod infra process).
+    Pid,
 }
 
 impl Kind {
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Net => "net",
             Kind::Ipc => "ipc",
             Kind::Uts => "uts",
+            Kind::Pid => "pid",
         }
     }
 
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Net => CloneFlags::CLONE_NEWNET,
             Kind::Ipc => CloneFlags::CLONE_NEWIPC,
             Kind::Uts => CloneFlags::CLONE_NEWUTS,
+            Kind::Pid => CloneFlags::CLONE_NEWPID,
         }
     }
 }
@@ -160,6 +165,30 @@ pub fn create(req: &PodNsRequest) -> Result<Vec<(Kind, PathBuf)>, PodNsError> {
         return Err(e);
     }
     Ok(pins)
+}
+
+/// Pins an existing namespace file (such as `/proc/<pid>/ns/pid`) at `path`.
+pub fn pin_existing(kind: &'static str, source: &Path, path: &Path) -> Result<(), PodNsError> {
+    create_pin_file(path).map_err(|source| PodNsError::Pin {
+        kind,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    mount(
+        Some(source),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|err| {
+        let _ = std::fs::remove_file(path);
+        PodNsError::Mount {
+            kind,
+            path: path.to_path_buf(),
+            source: err,
+        }
+    })
 }
 
 /// Removes pins (idempotent: missing or unmounted pins are fine).

@@ -79,6 +79,9 @@ pub enum Command {
     Config,
     /// Print krio's version and the CRI version it serves.
     Version,
+    /// Internal: hold a pod's shared PID namespace (started by the daemon).
+    #[command(hide = true)]
+    PodInfra(crate::sandbox::infra::InfraArgs),
 }
 
 /// Default location of the main configuration file.

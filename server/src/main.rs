@@ -15,6 +15,10 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
+    // Before anything else: this process must stay single-threaded.
+    if let Some(cli::Command::PodInfra(args)) = &cli.command {
+        return sandbox::infra::run_infra(args);
+    }
     let (config, files) =
         config::load(&cli.sources(), &cli.overrides()).context("loading configuration")?;
     match cli.command {
@@ -30,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
+        Some(cli::Command::PodInfra(ref args)) => sandbox::infra::run_infra(args),
         Some(cli::Command::Version) => {
             println!("krio {}", env!("CARGO_PKG_VERSION"));
             println!(

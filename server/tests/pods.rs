@@ -329,6 +329,7 @@ async fn host_network_pods_skip_cni_and_see_the_node() {
             namespace_options: Some(v1::NamespaceOption {
                 network: v1::NamespaceMode::Node as i32,
                 ipc: v1::NamespaceMode::Node as i32,
+                pid: v1::NamespaceMode::Node as i32,
                 ..Default::default()
             }),
             ..Default::default()
@@ -482,4 +483,74 @@ async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
         })
         .unwrap_or_default();
     assert!(!leases.contains(&ip), "lease {ip} left: {leases:?}");
+}
+
+#[tokio::test]
+async fn a_shared_pid_namespace_gets_an_infra_pid_1_that_dies_with_the_pod() {
+    if skip_unless_root("a_shared_pid_namespace_gets_an_infra_pid_1_that_dies_with_the_pod") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(5));
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    // No namespace options: PID mode POD, the pod shares one PID namespace.
+    let id = client
+        .run_pod_sandbox(run_request(pod_config("shared")))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let pin = sandbox.path(&format!("run/ns/pid/{id}"));
+    let pid: i32 = std::fs::read_to_string(sandbox.path(&format!("run/sandboxes/{id}/infra.pid")))
+        .expect("infra pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    use std::os::unix::fs::MetadataExt;
+    let ns_of = |p: &str| std::fs::metadata(p).expect("ns").ino();
+    assert_eq!(
+        ns_of(&pin.display().to_string()),
+        ns_of(&format!("/proc/{pid}/ns/pid")),
+        "the pin is the infra's PID namespace"
+    );
+    assert_eq!(
+        ns_of(&format!("/proc/{pid}/ns/net")),
+        ns_of(
+            &sandbox
+                .path(&format!("run/ns/net/{id}"))
+                .display()
+                .to_string()
+        ),
+        "the infra lives in the pod's network namespace"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .expect("NSpid");
+    assert!(nspid.trim_end().ends_with("\t1"), "PID 1 inside: {nspid}");
+    let ppid = status
+        .lines()
+        .find(|l| l.starts_with("PPid:"))
+        .expect("PPid");
+    assert!(
+        !ppid.contains(&daemon.pid().to_string()),
+        "not the daemon's child: {ppid}"
+    );
+
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("remove");
+    let gone = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(true);
+    assert!(gone, "infra process {pid} still running after remove");
+    assert!(!pin.exists());
+    assert!(sandbox.mounts().is_empty());
 }

@@ -7,11 +7,13 @@
 //! of creating a second one or looping on "name is reserved".
 
 mod files;
+pub mod infra;
 mod reserve;
 mod validate;
 mod view;
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -141,6 +143,7 @@ impl Sandboxes {
             shm: None,
             ips: Vec::new(),
             network_attached: false,
+            infra_pid: None,
         };
         self.store
             .put_pod(&record)
@@ -196,7 +199,11 @@ impl Sandboxes {
                 Kind::Net => record.namespaces.net = Some(pin),
                 Kind::Ipc => record.namespaces.ipc = Some(pin),
                 Kind::Uts => record.namespaces.uts = Some(pin),
+                Kind::Pid => record.namespaces.pid = Some(pin),
             }
+        }
+        if pod.shared_pid {
+            self.start_infra(paths, record)?;
         }
         files::write_pod_files(
             &paths.dir,
@@ -223,6 +230,48 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Starts the infra process holding the pod's PID namespace and pins it.
+    fn start_infra(&self, paths: &PodPaths, record: &mut PodRecord) -> Result<(), Error> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&paths.run_dir)
+            .map_err(|e| Error::internal(format!("creating {}", paths.run_dir.display()), e))?;
+        let pid_file = paths.run_dir.join("infra.pid");
+        // /proc/self/exe: the running binary even if it was replaced on disk.
+        let pid = infra::start(
+            std::path::Path::new("/proc/self/exe"),
+            &pid_file,
+            &record.namespaces.pins(),
+        )
+        .map_err(|e| Error::internal("starting the pod's infra process", e))?;
+        record.infra_pid = Some(pid);
+        let pin = podns::pin_path(&self.config.runroot.join("ns"), Kind::Pid, &record.id);
+        podns::pin_existing(
+            "pid",
+            std::path::Path::new(&format!("/proc/{pid}/ns/pid")),
+            &pin,
+        )
+        .map_err(|e| Error::internal("pinning the pod's PID namespace", e))?;
+        record.namespaces.pid = Some(pin);
+        Ok(())
+    }
+
+    /// Kills the infra process (and with it every process in the pod's PID
+    /// namespace).
+    fn stop_infra(record: &mut PodRecord) {
+        if let (Some(pid), Some(pin)) = (record.infra_pid, &record.namespaces.pid) {
+            infra::kill(pid, pin);
+        } else if let Some(pid) = record.infra_pid {
+            // Creation failed before the pin: the pid is fresh, kill it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        record.infra_pid = None;
+    }
+
     /// Releases the pod's network (CNI DEL); a pod without one is fine.
     fn stop_network(&self, record: &mut PodRecord) -> Result<(), Error> {
         if !record.network_attached {
@@ -241,6 +290,7 @@ impl Sandboxes {
     /// Removes everything of a pod: network, shm, namespaces, files, record.
     fn teardown(&self, record: &PodRecord) -> Result<(), Error> {
         let mut record = record.clone();
+        Self::stop_infra(&mut record);
         self.stop_network(&mut record)?;
         if let Some(shm) = &record.shm {
             files::unmount_shm(shm)
@@ -291,6 +341,7 @@ impl Sandboxes {
 
     fn stop_blocking(&self, mut pod: PodRecord) -> Result<(), Error> {
         let _span = tracing::info_span!("stop_pod", pod_id = %pod.id).entered();
+        Self::stop_infra(&mut pod);
         self.stop_network(&mut pod)?;
         if let Some(shm) = pod.shm.take() {
             files::unmount_shm(&shm)

@@ -22,6 +22,8 @@ pub struct ValidPod {
     pub host_network: bool,
     /// The pod uses the node's IPC namespace.
     pub host_ipc: bool,
+    /// The pod's containers share one PID namespace (held by an infra process).
+    pub shared_pid: bool,
     /// Sysctls to apply, sorted by key.
     pub sysctls: Vec<(String, String)>,
 }
@@ -112,7 +114,7 @@ pub fn validate(req: &v1::RunPodSandboxRequest, config: &Config) -> Result<Valid
     use v1::NamespaceMode::{Container, Node, Pod, Target};
     let network = mode("network", ns.network, &[Pod, Node])?;
     let ipc = mode("ipc", ns.ipc, &[Pod, Node])?;
-    mode("pid", ns.pid, &[Pod, Container, Node, Target])?;
+    let pid = mode("pid", ns.pid, &[Pod, Container, Node, Target])?;
     if ns
         .userns_options
         .as_ref()
@@ -183,6 +185,7 @@ pub fn validate(req: &v1::RunPodSandboxRequest, config: &Config) -> Result<Valid
         handler,
         host_network,
         host_ipc,
+        shared_pid: pid == Pod,
         sysctls: sorted.into_iter().collect(),
     })
 }

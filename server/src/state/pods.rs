@@ -42,6 +42,9 @@ pub struct PodRecord {
     pub ips: Vec<String>,
     /// Whether CNI ADD has run (so DEL is owed on stop).
     pub network_attached: bool,
+    /// Host PID of the infra process holding a shared PID namespace.
+    #[serde(default)]
+    pub infra_pid: Option<i32>,
 }
 
 /// Pins of the namespaces a pod owns; `None` means the node's.
@@ -53,12 +56,15 @@ pub struct PodNamespaces {
     pub ipc: Option<PathBuf>,
     /// UTS namespace pin.
     pub uts: Option<PathBuf>,
+    /// Shared PID namespace pin (held by the infra process).
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
 }
 
 impl PodNamespaces {
     /// All pins.
     pub fn pins(&self) -> Vec<PathBuf> {
-        [&self.net, &self.ipc, &self.uts]
+        [&self.net, &self.ipc, &self.uts, &self.pid]
             .into_iter()
             .flatten()
             .cloned()
@@ -82,6 +88,7 @@ impl PodRecord {
             shm: None,
             ips: vec!["10.0.0.2".into()],
             network_attached: true,
+            infra_pid: None,
         }
     }
 }
