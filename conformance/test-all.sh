@@ -23,6 +23,19 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test tools"
 bash conformance/install-tools.sh
 
+# The image tests and critest pull the offline-built test images from a
+# local registry: start it (unless it runs already) and push them first.
+registry_started=false
+stop_registry() { if $registry_started; then bash conformance/registry.sh stop || true; fi; }
+trap stop_registry EXIT
+step "local registry and test images"
+if ! bash conformance/registry.sh status >/dev/null 2>&1; then
+  bash conformance/registry.sh start
+  registry_started=true
+fi
+cargo build --locked -q -p krio-testimages
+target/debug/krio-testimages build --registry 127.0.0.1:5000 >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -33,10 +33,10 @@ CONTAINER_SUMS = {
 }
 # critest -benchmark files: file -> label prefix; operation names come from the file.
 CRITEST_FILES = [
-    ("pod_benchmark_data.json", "pod", "lifecycle of PodSandbox"),
-    ("container_benchmark_data.json", "container", "basic operations on Container"),
-    ("image_lifecycle_benchmark_data.json", "image", "basic operations on Image"),
-    ("image_listing_benchmark_data.json", "image", "listing"),
+    ("pod_benchmark_data.json", "pod", "benchmark about lifecycle of PodSandbox"),
+    ("container_benchmark_data.json", "container", "benchmark about basic operations on Container"),
+    ("image_lifecycle_benchmark_data.json", "image", "benchmark about basic operations on Image"),
+    ("image_listing_benchmark_data.json", "image", "benchmark about listing Image"),
 ]
 CRITEST_SCRATCH = ("start a container from scratch", "create PodSandbox and container")
 
@@ -72,10 +72,11 @@ def na_reason(err):
         return "not run"
     code = err.get("code", "")
     msg = err.get("error", "")
-    if code == "Unimplemented" or "Unimplemented" in msg:
+    if code == "Unimplemented" or "code = Unimplemented" in msg:
         return "RPC unimplemented"
-    short = msg.split("\n")[0]
-    return "failed: " + (short[:60] + "..." if len(short) > 60 else short)
+    if code:
+        return "failed: " + code
+    return "failed: " + msg.split("\n")[0]
 
 
 def podbench_section(out, runtime, bench, ops, sums):
@@ -145,13 +146,21 @@ def critest_section(out, runtime):
     specs = ginkgo_specs(os.path.join(d, "report.json"))
     ran = os.path.isdir(d)
 
+    suite_stopped = any(state in ("interrupted", "aborted", "timedout") for _, state, _, _ in specs)
+
     def spec_reason(needle):
         for text, state, failure, _ in specs:
-            if needle in text:
-                if state == "passed":
-                    return "no data written"
-                errors.append({"runtime": runtime, "op": "critest: " + text, "error": failure or state})
-                return na_reason({"error": failure or state})
+            if needle not in text:
+                continue
+            if state == "passed":
+                return "no data written"
+            if state == "skipped":
+                return "not run: suite stopped" if suite_stopped else "skipped"
+            if state in ("interrupted", "aborted", "timedout"):
+                errors.append({"runtime": runtime, "op": "critest: " + needle, "error": f"{state}: {failure}"})
+                return "timed out"
+            errors.append({"runtime": runtime, "op": "critest: " + needle, "error": failure or state})
+            return na_reason({"error": failure or state})
         return "not run" if not specs else "spec not found"
 
     for fname, prefix, needle in CRITEST_FILES:
@@ -201,8 +210,11 @@ def critest_section(out, runtime):
     return res, errors
 
 
+CELL = 30
+
+
 def fmt_ms(st):
-    return f"{st['median']:8.1f} ms (p90 {st['p90']:7.1f})"
+    return f"{st['median']:8.1f} ms  p90 {st['p90']:8.1f}"
 
 
 def cell(entry):
@@ -210,7 +222,8 @@ def cell(entry):
         return fmt_ms(entry["stats"])
     if "value" in entry:
         return f"{entry['value']:8.1f} MiB"
-    return "n/a (" + entry["na"] + ")"
+    text = "n/a (" + entry["na"] + ")"
+    return text if len(text) <= CELL else text[:CELL - 4] + "...)"
 
 
 def ratio(a, b):
@@ -276,13 +289,19 @@ def main():
             b = s["rows"]["containerd"].get(op, {"na": "not run"})
             r = ratio(a, b)
             rs = f"{r:.2f}" if r is not None else "-"
-            print(f"{op:<{width}} krio {cell(a):<32} containerd {cell(b):<32} ratio {rs}")
+            print(f"{op:<{width}}krio {cell(a):<{CELL}}  containerd {cell(b):<{CELL}}  ratio {rs}")
         print()
     if all_errors:
-        print("== Errors (first per benchmark)")
+        print("== Errors (first per benchmark; full messages in bench.json)")
+        seen = set()
         for e in all_errors:
-            msg = (e.get("error") or "").strip().split("\n")[0]
-            print(f"   {e.get('runtime')}: {e.get('op', '')}: {msg[:300]}")
+            msg = " ".join((e.get("error") or "").split())
+            if "rpc error:" in msg:  # drop gomega's dump of the status struct
+                msg = msg[msg.index("rpc error:"):].split(" {")[0]
+            line = f"   {e.get('runtime')}: {e.get('op', '')}: {msg[:240]}"
+            if line not in seen:
+                seen.add(line)
+                print(line)
         print()
 
     result = {"meta": meta, "sections": sections, "errors": all_errors}

@@ -2,3 +2,6 @@
 //! container lifecycle and the per-container monitor.
 
 pub mod handler;
+pub mod monitor;
+pub mod oci;
+pub mod spec;

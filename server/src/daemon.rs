@@ -16,9 +16,12 @@ use crate::config::Config;
 use crate::cri::Daemon;
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
+use krio_image::{ImageStore, ImageStoreOptions};
 
 /// Mode of the CRI socket: the kubelet runs as root; a group may be let in.
 const SOCKET_MODE: u32 = 0o660;
+/// How long in-flight RPCs may run on after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Mode of directories krio creates for itself.
 const PRIVATE_DIR_MODE: u32 = 0o700;
 
@@ -33,11 +36,18 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     let _lock = RootLock::acquire(&config.root)?;
 
     let config = Arc::new(config);
-    let sandboxes = {
+    let (sandboxes, images) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&config.root)?;
-            Ok(Sandboxes::recover(config, store)?)
+            let mut options = ImageStoreOptions::new(config.root.join("images"));
+            options
+                .registries_conf
+                .clone_from(&config.image.registries_conf);
+            options.auth_file.clone_from(&config.image.auth_file);
+            let images =
+                ImageStore::open(store.database(), options).context("opening the image store")?;
+            Ok((Sandboxes::recover(config, store)?, images))
         })
         .await
         .context("recovering state")??
@@ -46,6 +56,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         config,
         config_files,
         sandboxes: Arc::new(sandboxes),
+        images,
     });
     let (runtime_service, image_service) = daemon.services();
 
@@ -54,12 +65,20 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     let listener = bind_socket(&socket)?;
     let _socket_guard = RemoveOnDrop(socket.clone());
 
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
             _ = sigint.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "stopping");
+        let _ = stopping_tx.send(true);
+    };
+    // In-flight RPCs get a grace period; idle client connections (the
+    // kubelet keeps one open) must not hold the daemon up.
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
 
     tracing::info!(
@@ -71,13 +90,15 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     );
     notify_ready();
 
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
         .add_service(runtime_service.into_server())
         .add_service(image_service.into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .context("serving the CRI")?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    tokio::select! {
+        served = server => served.context("serving the CRI")?,
+        () = grace => tracing::info!(grace = ?SHUTDOWN_GRACE, "closing connections still open after the grace period"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,6 +16,9 @@ pub enum Error {
     /// The object is in a state that does not allow this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A registry or another service krio depends on is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
     /// The RPC is not implemented by this version of krio.
     #[error("{service}/{rpc} is not implemented by krio {version} yet")]
     Unimplemented {
@@ -67,11 +70,26 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
             Error::Internal { .. } => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)
             }
+        }
+    }
+}
+
+impl From<krio_image::ImageError> for Error {
+    fn from(err: krio_image::ImageError) -> Self {
+        use krio_image::ErrorKind;
+        let message = err.to_string();
+        match err.kind() {
+            ErrorKind::InvalidArgument => Error::InvalidArgument(message),
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::FailedPrecondition => Error::FailedPrecondition(message),
+            ErrorKind::Registry => Error::Unavailable(message),
+            ErrorKind::Internal => Error::internal("image store", err),
         }
     }
 }

@@ -160,14 +160,13 @@ async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
         err.message()
     );
 
-    let mut images = image_client(&daemon.socket).await;
-    let err = images
-        .list_images(v1::ListImagesRequest::default())
+    let err = runtime
+        .exec(v1::ExecRequest::default())
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("ImageService/ListImages"),
+        err.message().contains("RuntimeService/Exec"),
         "{}",
         err.message()
     );
@@ -194,10 +193,9 @@ async fn image_fs_info_reports_the_store_filesystem() {
         root.display()
     );
     assert!(fs.used_bytes.expect("bytes").value >= 256 * 1024);
-    assert_eq!(
-        fs.inodes_used.expect("inodes").value,
-        2,
-        "the dir and the blob"
+    assert!(
+        fs.inodes_used.expect("inodes").value >= 2,
+        "at least the dir and the blob"
     );
     assert!(fs.timestamp > 0);
     assert_eq!(info.container_filesystems.len(), 1);

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use krio_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, ResponseStream, image_fs};
-use crate::error::Error;
-
-const SERVICE: &str = "ImageService";
+use super::{Daemon, ResponseStream, images, stream_each};
 
 /// The CRI `ImageService`.
 #[derive(Debug, Clone)]
@@ -23,27 +20,6 @@ impl ImageService {
         Self { daemon }
     }
 
-    /// Usage of the image store and of the containers' writable layers, which
-    /// share the root filesystem.
-    async fn fs_usage(&self) -> Result<v1::ImageFsInfoResponse, Error> {
-        let images = self.daemon.config.root.join("images");
-        let containers = self.daemon.config.root.join("containers");
-        let (images, containers) = tokio::task::spawn_blocking(move || {
-            Ok::<_, std::io::Error>((
-                image_fs::dir_usage(&images)?,
-                image_fs::dir_usage(&containers)?,
-            ))
-        })
-        .await
-        .map_err(|e| Error::internal("measuring the image filesystem", e))?
-        .map_err(|e| Error::internal("measuring the image filesystem", e))?;
-        let now = crate::clock::now_ns();
-        Ok(v1::ImageFsInfoResponse {
-            image_filesystems: vec![image_fs::filesystem_usage(&images, now)],
-            container_filesystems: vec![image_fs::filesystem_usage(&containers, now)],
-        })
-    }
-
     /// The tonic server for this service.
     pub fn into_server(self) -> v1::image_service_server::ImageServiceServer<Self> {
         v1::image_service_server::ImageServiceServer::new(self)
@@ -54,45 +30,56 @@ impl ImageService {
 impl v1::image_service_server::ImageService for ImageService {
     async fn list_images(
         &self,
-        _req: Request<v1::ListImagesRequest>,
+        req: Request<v1::ListImagesRequest>,
     ) -> Result<Response<v1::ListImagesResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListImages").into())
+        let images = images::list(&self.daemon, req.get_ref().filter.as_ref()).await?;
+        Ok(Response::new(v1::ListImagesResponse { images }))
     }
 
     type StreamImagesStream = ResponseStream<v1::StreamImagesResponse>;
 
     async fn stream_images(
         &self,
-        _req: Request<v1::StreamImagesRequest>,
+        req: Request<v1::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamImages").into())
+        let images = images::list(&self.daemon, req.get_ref().filter.as_ref()).await?;
+        Ok(Response::new(stream_each(images, |image| {
+            v1::StreamImagesResponse {
+                images: vec![image],
+            }
+        })))
     }
 
     async fn image_status(
         &self,
-        _req: Request<v1::ImageStatusRequest>,
+        req: Request<v1::ImageStatusRequest>,
     ) -> Result<Response<v1::ImageStatusResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ImageStatus").into())
+        Ok(Response::new(
+            images::status(&self.daemon, req.get_ref()).await?,
+        ))
     }
 
     async fn pull_image(
         &self,
-        _req: Request<v1::PullImageRequest>,
+        req: Request<v1::PullImageRequest>,
     ) -> Result<Response<v1::PullImageResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "PullImage").into())
+        Ok(Response::new(
+            images::pull(&self.daemon, req.get_ref()).await?,
+        ))
     }
 
     async fn remove_image(
         &self,
-        _req: Request<v1::RemoveImageRequest>,
+        req: Request<v1::RemoveImageRequest>,
     ) -> Result<Response<v1::RemoveImageResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RemoveImage").into())
+        images::remove(&self.daemon, req.get_ref()).await?;
+        Ok(Response::new(v1::RemoveImageResponse {}))
     }
 
     async fn image_fs_info(
         &self,
         _req: Request<v1::ImageFsInfoRequest>,
     ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
-        Ok(Response::new(self.fs_usage().await?))
+        Ok(Response::new(images::fs_info(&self.daemon).await?))
     }
 }

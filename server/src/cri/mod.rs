@@ -1,7 +1,7 @@
 //! The CRI services: thin tonic impls that call one handler per RPC.
 
-mod image_fs;
 mod image_service;
+mod images;
 mod runtime_info;
 mod runtime_service;
 
@@ -32,6 +32,8 @@ pub struct Daemon {
     pub config_files: Vec<std::path::PathBuf>,
     /// Pod sandboxes.
     pub sandboxes: Arc<crate::sandbox::Sandboxes>,
+    /// Images and container root filesystems.
+    pub images: krio_image::ImageStore,
 }
 
 impl Daemon {

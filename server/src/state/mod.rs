@@ -71,6 +71,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The underlying database, for components that keep their own tables.
+    pub fn database(&self) -> Arc<redb::Database> {
+        self.db.clone()
+    }
+
     /// Writes a pod record (blocking: commits durably).
     pub fn put_pod(&self, pod: &PodRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(pod).map_err(|source| StoreError::Record {
