@@ -2,8 +2,10 @@
 //! change the API reports as done is committed (fsynced) before the reply.
 //! Records are JSON; CRI configs are kept as their protobuf encoding.
 
+mod containers;
 mod pods;
 
+pub use containers::{ContainerRecord, ContainerState};
 pub use pods::{PodNamespaces, PodRecord, PodState};
 
 use std::path::Path;
@@ -41,7 +43,10 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
 /// The database, shared by the daemon's components.
 #[derive(Clone)]
@@ -67,6 +72,7 @@ impl Store {
         // Create the tables so reads never race their creation.
         let txn = store.db.begin_write().map_err(db_err)?;
         txn.open_table(PODS).map_err(db_err)?;
+        txn.open_table(CONTAINERS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         Ok(store)
     }
@@ -78,43 +84,67 @@ impl Store {
 
     /// Writes a pod record (blocking: commits durably).
     pub fn put_pod(&self, pod: &PodRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(pod).map_err(|source| StoreError::Record {
-            key: pod.id.clone(),
-            source,
-        })?;
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(db_err)?;
-            table
-                .insert(pod.id.as_str(), bytes.as_slice())
-                .map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+        self.put(PODS, &pod.id, pod)
     }
 
     /// Deletes a pod record; a missing one is fine.
     pub fn delete_pod(&self, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(db_err)?;
-            table.remove(id).map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+        self.delete(PODS, id)
     }
 
     /// Every pod record.
     pub fn pods(&self) -> Result<Vec<PodRecord>, StoreError> {
+        self.all(PODS)
+    }
+
+    /// Writes a container record (blocking: commits durably).
+    pub fn put_container(&self, container: &ContainerRecord) -> Result<(), StoreError> {
+        self.put(CONTAINERS, &container.id, container)
+    }
+
+    /// Deletes a container record; a missing one is fine.
+    pub fn delete_container(&self, id: &str) -> Result<(), StoreError> {
+        self.delete(CONTAINERS, id)
+    }
+
+    /// Every container record.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        self.all(CONTAINERS)
+    }
+
+    fn put<T: serde::Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Record {
+            key: key.to_owned(),
+            source,
+        })?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(table).map_err(db_err)?;
+            table.insert(key, bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn delete(&self, table: Table, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(table).map_err(db_err)?;
+            table.remove(key).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(PODS).map_err(db_err)?;
+        let table = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
-            let pod =
-                serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
-                    key: key.value().to_owned(),
-                    source,
-                })?;
-            out.push(pod);
+            let record = serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
+                key: key.value().to_owned(),
+                source,
+            })?;
+            out.push(record);
         }
         Ok(out)
     }
