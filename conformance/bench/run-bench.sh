@@ -29,6 +29,7 @@
 #   BENCH_CRITEST_TIMEOUT=900  seconds allowed per critest -benchmark run
 #   BENCH_STOP_TIMEOUT=0     StopContainer timeout (sleep as PID 1 ignores SIGTERM)
 #   BENCH_RUNTIMES="krio containerd"  which runtimes to measure
+#   BENCH_SKIP_BUILD=1       use the existing target/release/{krio,krio-testimages}
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -65,6 +66,8 @@ containerd_pid=""
 registry_started=false
 run_containerd_created=false
 [ -e /run/containerd ] || run_containerd_created=true
+netns_dir_created=false
+[ -e /var/run/netns ] || netns_dir_created=true
 
 cri() { # cri ENDPOINT crictl-args...
   local ep=$1
@@ -136,6 +139,7 @@ for ns in d.get("info",{}).get("runtimeSpec",{}).get("linux",{}).get("namespaces
     eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null
     if [ -n "$chain" ]; then iptables -t nat -F "$chain" 2>/dev/null; iptables -t nat -X "$chain" 2>/dev/null; fi
   done
+  if $netns_dir_created; then rmdir /var/run/netns 2>/dev/null; fi
   ip link del "$krio_bridge" 2>/dev/null
   ip link del "$containerd_bridge" 2>/dev/null
   if $run_containerd_created; then
@@ -183,8 +187,15 @@ if ! bash "$conf_dir/registry.sh" status >/dev/null 2>&1; then
   registry_started=true
 fi
 
-log "building krio and krio-testimages (release) and podbench"
-cargo build --release --locked -q -p krio -p krio-testimages --manifest-path "$repo/Cargo.toml"
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+  for b in krio krio-testimages; do
+    [ -x "$repo/target/release/$b" ] || { log "BENCH_SKIP_BUILD=1 but target/release/$b is missing"; exit 1; }
+  done
+  log "using the existing target/release binaries; building podbench"
+else
+  log "building krio and krio-testimages (release) and podbench"
+  cargo build --release --locked -q -p krio -p krio-testimages --manifest-path "$repo/Cargo.toml"
+fi
 "$repo/target/release/krio-testimages" build --registry "$registry_addr" >"$out_dir/images.txt"
 log "pushed $(wc -l <"$out_dir/images.txt") images"
 (cd "$here/podbench" && CGO_ENABLED=0 go build -trimpath -o "$work/podbench" .)

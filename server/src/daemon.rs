@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::container::Containers;
 use crate::cri::Daemon;
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
@@ -36,7 +37,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     let _lock = RootLock::acquire(&config.root)?;
 
     let config = Arc::new(config);
-    let (sandboxes, images) = {
+    let (sandboxes, images, containers) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&config.root)?;
@@ -47,7 +48,8 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
             options.auth_file.clone_from(&config.image.auth_file);
             let images =
                 ImageStore::open(store.database(), options).context("opening the image store")?;
-            Ok((Sandboxes::recover(config, store)?, images))
+            let containers = Containers::recover(config.clone(), store.clone(), images.clone())?;
+            Ok((Sandboxes::recover(config, store)?, images, containers))
         })
         .await
         .context("recovering state")??
@@ -57,6 +59,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         config_files,
         sandboxes: Arc::new(sandboxes),
         images,
+        containers: Arc::new(containers),
     });
     let (runtime_service, image_service) = daemon.services();
 

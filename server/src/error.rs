@@ -16,6 +16,9 @@ pub enum Error {
     /// The object is in a state that does not allow this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The operation ran out of its time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A registry or another service krio depends on is unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +74,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
             Error::Internal { .. } => {
                 tracing::error!(error = %message, "internal error");
@@ -90,6 +94,24 @@ impl From<krio_image::ImageError> for Error {
             ErrorKind::FailedPrecondition => Error::FailedPrecondition(message),
             ErrorKind::Registry => Error::Unavailable(message),
             ErrorKind::Internal => Error::internal("image store", err),
+        }
+    }
+}
+
+impl From<krio_runtime::spec::SpecError> for Error {
+    fn from(err: krio_runtime::spec::SpecError) -> Self {
+        use krio_runtime::spec::ErrorCode;
+        let message = err.to_string();
+        match err.code() {
+            ErrorCode::InvalidArgument => Error::InvalidArgument(message),
+            ErrorCode::NotFound => Error::NotFound(message),
+            ErrorCode::FailedPrecondition => Error::FailedPrecondition(message),
+            ErrorCode::Unimplemented => Error::Unimplemented {
+                service: "RuntimeService",
+                rpc: "CreateContainer (this container option)",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            ErrorCode::Internal => Error::internal("generating the OCI spec", err),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod clock;
 mod config;
+mod container;
 mod cri;
 mod daemon;
 mod error;

@@ -163,6 +163,9 @@ pub struct RuntimeConfig {
     pub default_handler: String,
     /// RuntimeClass handler name → OCI runtime (`[runtime.handlers.NAME]`).
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// The `krio-monitor` binary; by default the one beside `krio`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_path: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -173,6 +176,7 @@ impl Default for RuntimeConfig {
         Self {
             default_handler: "runc".to_owned(),
             handlers,
+            monitor_path: None,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Daemon {
     pub sandboxes: Arc<crate::sandbox::Sandboxes>,
     /// Images and container root filesystems.
     pub images: krio_image::ImageStore,
+    /// Containers.
+    pub containers: Arc<crate::container::Containers>,
 }
 
 impl Daemon {

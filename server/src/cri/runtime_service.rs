@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::runtime_info;
 use super::{Daemon, ResponseStream, stream_each};
+use crate::container::ContainerFilter;
 use crate::error::Error;
 use crate::sandbox::PodFilter;
 
@@ -52,10 +53,18 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        self.daemon
-            .sandboxes
-            .stop(&req.get_ref().pod_sandbox_id)
+        let pod_id = req.get_ref().pod_sandbox_id.clone();
+        if let Some(pod) = self.daemon.sandboxes.get(&pod_id)? {
+            let containers = self.daemon.containers.clone();
+            blocking("stopping the pod's containers", move || {
+                for id in containers.of_pod(&pod.id) {
+                    containers.stop(&id, 0)?;
+                }
+                Ok(())
+            })
             .await?;
+        }
+        self.daemon.sandboxes.stop(&pod_id).await?;
         Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
@@ -63,10 +72,18 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        self.daemon
-            .sandboxes
-            .remove(&req.get_ref().pod_sandbox_id)
+        let pod_id = req.get_ref().pod_sandbox_id.clone();
+        if let Some(pod) = self.daemon.sandboxes.get(&pod_id)? {
+            let containers = self.daemon.containers.clone();
+            blocking("removing the pod's containers", move || {
+                for id in containers.of_pod(&pod.id) {
+                    containers.remove(&id)?;
+                }
+                Ok(())
+            })
             .await?;
+        }
+        self.daemon.sandboxes.remove(&pod_id).await?;
         Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
@@ -108,53 +125,95 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn create_container(
         &self,
-        _req: Request<v1::CreateContainerRequest>,
+        req: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "CreateContainer").into())
+        let req = req.into_inner();
+        let pod = self
+            .daemon
+            .sandboxes
+            .get(&req.pod_sandbox_id)?
+            .ok_or_else(|| {
+                Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+            })?;
+        let containers = self.daemon.containers.clone();
+        let container_id = blocking("creating the container", move || {
+            containers.create(&req, &pod)
+        })
+        .await?;
+        Ok(Response::new(v1::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(
         &self,
-        _req: Request<v1::StartContainerRequest>,
+        req: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "StartContainer").into())
+        let containers = self.daemon.containers.clone();
+        let id = req.into_inner().container_id;
+        blocking("starting the container", move || containers.start(&id)).await?;
+        Ok(Response::new(v1::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _req: Request<v1::StopContainerRequest>,
+        req: Request<v1::StopContainerRequest>,
     ) -> Result<Response<v1::StopContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "StopContainer").into())
+        let containers = self.daemon.containers.clone();
+        let req = req.into_inner();
+        blocking("stopping the container", move || {
+            containers.stop(&req.container_id, req.timeout)
+        })
+        .await?;
+        Ok(Response::new(v1::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _req: Request<v1::RemoveContainerRequest>,
+        req: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RemoveContainer").into())
+        let containers = self.daemon.containers.clone();
+        let id = req.into_inner().container_id;
+        blocking("removing the container", move || containers.remove(&id)).await?;
+        Ok(Response::new(v1::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _req: Request<v1::ListContainersRequest>,
+        req: Request<v1::ListContainersRequest>,
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListContainers").into())
+        let containers = self.daemon.containers.clone();
+        let filter = ContainerFilter::from_cri(req.get_ref().filter.as_ref());
+        let containers =
+            blocking("listing containers", move || Ok(containers.list(&filter))).await?;
+        Ok(Response::new(v1::ListContainersResponse { containers }))
     }
 
     type StreamContainersStream = ResponseStream<v1::StreamContainersResponse>;
 
     async fn stream_containers(
         &self,
-        _req: Request<v1::StreamContainersRequest>,
+        req: Request<v1::StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamContainers").into())
+        let containers = self.daemon.containers.clone();
+        let filter = ContainerFilter::from_cri(req.get_ref().filter.as_ref());
+        let items = blocking("listing containers", move || Ok(containers.list(&filter))).await?;
+        Ok(Response::new(stream_each(items, |container| {
+            v1::StreamContainersResponse {
+                containers: vec![container],
+            }
+        })))
     }
 
     async fn container_status(
         &self,
-        _req: Request<v1::ContainerStatusRequest>,
+        req: Request<v1::ContainerStatusRequest>,
     ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ContainerStatus").into())
+        let containers = self.daemon.containers.clone();
+        let req = req.into_inner();
+        let status = blocking("reading the container status", move || {
+            containers.status(&req.container_id, req.verbose)
+        })
+        .await?;
+        Ok(Response::new(status))
     }
 
     async fn update_container_resources(
@@ -166,16 +225,25 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<v1::ReopenContainerLogRequest>,
+        req: Request<v1::ReopenContainerLogRequest>,
     ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ReopenContainerLog").into())
+        let containers = self.daemon.containers.clone();
+        let id = req.into_inner().container_id;
+        blocking("reopening the container log", move || {
+            containers.reopen_log(&id)
+        })
+        .await?;
+        Ok(Response::new(v1::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _req: Request<v1::ExecSyncRequest>,
+        req: Request<v1::ExecSyncRequest>,
     ) -> Result<Response<v1::ExecSyncResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ExecSync").into())
+        let containers = self.daemon.containers.clone();
+        let req = req.into_inner();
+        let resp = blocking("running the command", move || containers.exec_sync(&req)).await?;
+        Ok(Response::new(resp))
     }
 
     async fn exec(
@@ -336,4 +404,14 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
         Err(Error::unimplemented(SERVICE, "UpdatePodSandboxResources").into())
     }
+}
+
+/// Runs blocking container work off the reactor.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(what, e))?
 }

@@ -377,6 +377,11 @@ impl Sandboxes {
         .map_err(|e| Error::internal("removing the pod sandbox", e))?
     }
 
+    /// A pod by id or unique prefix, for its containers.
+    pub fn get(&self, id: &str) -> Result<Option<PodRecord>, Error> {
+        self.resolve(id)
+    }
+
     /// `PodSandboxStatus`.
     pub fn status(&self, id: &str, verbose: bool) -> Result<v1::PodSandboxStatusResponse, Error> {
         let pod = self

@@ -112,7 +112,12 @@ impl Store {
         self.all(CONTAINERS)
     }
 
-    fn put<T: serde::Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), StoreError> {
+    fn put<T: serde::Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Record {
             key: key.to_owned(),
             source,
@@ -140,10 +145,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
-            let record = serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
-                key: key.value().to_owned(),
-                source,
-            })?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Record {
+                    key: key.value().to_owned(),
+                    source,
+                })?;
             out.push(record);
         }
         Ok(out)

@@ -1,0 +1,164 @@
+//! `ExecSync`: a command in a running container, its output captured (and
+//! capped) and its time bounded. A timed-out command is killed and reaped
+//! before the answer, so no probe leaves a process behind.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use krio_proto::v1;
+use krio_runtime::oci::{ExecOptions, OciCli, OciRuntime};
+
+use crate::error::Error;
+use crate::state::ContainerRecord;
+
+/// At most this much of each stream is kept (the kubelet's probes need a
+/// few KiB; CVE-2022-1708 was an unbounded buffer here).
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// Runs `cmd` in the container and waits for it (at most `timeout` seconds
+/// when positive).
+pub fn exec_sync(
+    runtime: &OciCli,
+    record: &ContainerRecord,
+    cmd: &[String],
+    timeout: i64,
+) -> Result<v1::ExecSyncResponse, Error> {
+    let run_dir = record.bundle.parent().ok_or_else(|| {
+        Error::internal("exec", std::io::Error::other("container has no run dir"))
+    })?;
+    let tag = super::new_id()?;
+    let process_json = run_dir.join(format!("exec-{}.json", &tag[..16]));
+    let pid_file = run_dir.join(format!("exec-{}.pid", &tag[..16]));
+    let _cleanup = RemoveFiles(vec![process_json.clone(), pid_file.clone()]);
+    write_process(&record.bundle.join("config.json"), &process_json, cmd)?;
+
+    let mut exec = runtime
+        .exec(
+            &record.id,
+            &ExecOptions {
+                process_json: process_json.clone(),
+                tty: false,
+                console_socket: None,
+                pid_file: Some(pid_file.clone()),
+                detach: false,
+            },
+        )
+        .map_err(|e| Error::internal("preparing the exec", e))?;
+    let mut child = exec
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::internal("running the OCI runtime's exec", e))?;
+    let stdout = child.stdout.take().map(capped_reader);
+    let stderr = child.stderr.take().map(capped_reader);
+
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    let timed_out = if timeout > 0 {
+        rx.recv_timeout(Duration::from_secs(timeout.unsigned_abs()))
+            .is_err()
+    } else {
+        rx.recv().is_err()
+    };
+    if timed_out {
+        // Kill the command inside the container, then the runtime's exec.
+        if let Ok(pid) =
+            std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>().unwrap_or(0))
+            && pid > 0
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let status = waiter
+        .join()
+        .map_err(|_| Error::internal("exec", std::io::Error::other("waiter thread panicked")))?
+        .map_err(|e| Error::internal("waiting for the exec", e))?;
+    let stdout = stdout
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    let stderr = stderr
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    if timed_out {
+        return Err(Error::DeadlineExceeded(format!(
+            "command {cmd:?} in container {} timed out after {timeout}s and was killed",
+            record.id
+        )));
+    }
+    let exit_code = match status.code() {
+        Some(code) => code,
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        }
+    };
+    if exit_code != 0 && stdout.is_empty() && stderr.is_empty() {
+        // runc's own failure (e.g. the binary is missing) is in its log.
+        let message = exec.log.message();
+        if !message.is_empty() {
+            return Ok(v1::ExecSyncResponse {
+                stdout,
+                stderr: message.into_bytes(),
+                exit_code,
+            });
+        }
+    }
+    Ok(v1::ExecSyncResponse {
+        stdout,
+        stderr,
+        exit_code,
+    })
+}
+
+/// The container's process with `cmd` as its args.
+fn write_process(config_json: &Path, out: &Path, cmd: &[String]) -> Result<(), Error> {
+    let text = std::fs::read(config_json)
+        .map_err(|e| Error::internal(format!("reading {}", config_json.display()), e))?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::internal("parsing config.json", e))?;
+    let mut process = spec.get("process").cloned().unwrap_or_default();
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = serde_json::json!(false);
+    std::fs::write(out, process.to_string())
+        .map_err(|e| Error::internal(format!("writing {}", out.display()), e))
+}
+
+fn capped_reader(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                // Keep reading past the cap so the writer never blocks.
+                Ok(n) => {
+                    let room = MAX_OUTPUT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        kept
+    })
+}
+
+struct RemoveFiles(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}

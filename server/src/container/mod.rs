@@ -1,0 +1,650 @@
+//! Containers: CRI config → OCI bundle → `krio-monitor` → OCI runtime, and
+//! back from the monitor's exit file to the CRI's view.
+//!
+//! The daemon never holds a container as its child: each runs under its own
+//! monitor, which outlives daemon restarts. Exits are read from the
+//! monitor's exit file when the state is asked for.
+
+mod exec;
+mod view;
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use krio_image::ImageStore;
+use krio_proto::v1;
+use krio_runtime::monitor::{self, MonitorConfig};
+use krio_runtime::oci::{OciCli, OciError, OciRuntime};
+use krio_runtime::spec::{self, HostInfo, PidNamespace, SandboxInfo, SpecInput};
+use prost::Message;
+
+use crate::config::{CgroupManager, Config};
+use crate::error::Error;
+use crate::state::{ContainerRecord, ContainerState, PodRecord, PodState, Store};
+
+pub use view::ContainerFilter;
+
+/// Every container of this daemon.
+pub struct Containers {
+    config: Arc<Config>,
+    store: Store,
+    images: ImageStore,
+    host: HostInfo,
+    records: Mutex<HashMap<String, ContainerRecord>>,
+    names: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Containers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containers").finish_non_exhaustive()
+    }
+}
+
+/// How long StopContainer waits after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl Containers {
+    /// Loads the containers from the store, reading exits that happened
+    /// while the daemon was down. Blocking.
+    pub fn recover(config: Arc<Config>, store: Store, images: ImageStore) -> Result<Self, Error> {
+        let logs = config.runroot.join("runtime-logs");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&logs)
+            .map_err(|e| Error::internal(format!("creating {}", logs.display()), e))?;
+        let mut host = HostInfo::detect();
+        host.systemd_cgroup = config.cgroup_manager == CgroupManager::Systemd;
+        let containers = Self {
+            config,
+            store,
+            images,
+            host,
+            records: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+        };
+        let records = containers
+            .store
+            .containers()
+            .map_err(|e| Error::internal("loading containers from the state database", e))?;
+        for mut record in records {
+            containers.refresh(&mut record);
+            containers
+                .lock_names()
+                .insert(record.name_key.clone(), record.id.clone());
+            containers.lock().insert(record.id.clone(), record);
+        }
+        Ok(containers)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ContainerRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_names(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runtime(&self, record: &ContainerRecord) -> Result<OciCli, Error> {
+        let handler = self
+            .config
+            .runtime
+            .handlers
+            .get(&record.runtime_handler)
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "runtime handler {:?} is no longer configured",
+                    record.runtime_handler
+                ))
+            })?;
+        Ok(OciCli::new(handler.path.clone())
+            .with_root(handler.root.clone())
+            .with_log_dir(self.config.runroot.join("runtime-logs")))
+    }
+
+    fn monitor_binary(&self) -> PathBuf {
+        if let Some(path) = &self.config.runtime.monitor_path {
+            return path.clone();
+        }
+        // Beside the daemon's own binary.
+        std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("krio-monitor")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/krio-monitor"))
+    }
+
+    /// Reads the monitor's exit file into the record (and the store) when
+    /// the container has exited.
+    fn refresh(&self, record: &mut ContainerRecord) {
+        if record.state == ContainerState::Exited {
+            return;
+        }
+        match monitor::read_exit(&record.state_dir) {
+            Ok(Some(exit)) => {
+                record.state = ContainerState::Exited;
+                record.exit_code = exit.exit_code;
+                record.finished_at = exit.finished_at_ns;
+                record.reason = exit.reason;
+                if exit.oom_killed {
+                    record.message = "the container was killed by the kernel's OOM killer".into();
+                }
+                if let Err(e) = self.store.put_container(record) {
+                    tracing::error!(container_id = %record.id, error = %e, "could not record the exit");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(container_id = %record.id, error = %e, "unreadable exit file"),
+        }
+    }
+
+    /// Finds a container by id or unique prefix, with its exit read.
+    fn get(&self, id: &str) -> Result<Option<ContainerRecord>, Error> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("container_id is required".into()));
+        }
+        let found = {
+            let records = self.lock();
+            if let Some(r) = records.get(id) {
+                Some(r.clone())
+            } else {
+                let mut matches = records.values().filter(|r| r.id.starts_with(id));
+                match (matches.next(), matches.next()) {
+                    (Some(r), None) => Some(r.clone()),
+                    (Some(_), Some(_)) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "container id prefix {id:?} is ambiguous"
+                        )));
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Ok(found.map(|mut r| {
+            self.refresh(&mut r);
+            self.lock().insert(r.id.clone(), r.clone());
+            r
+        }))
+    }
+
+    fn save(&self, record: &ContainerRecord) -> Result<(), Error> {
+        self.store
+            .put_container(record)
+            .map_err(|e| Error::internal("recording the container", e))?;
+        self.lock().insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    /// Ids of a pod's containers.
+    pub fn of_pod(&self, pod_id: &str) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// `CreateContainer` (blocking).
+    pub fn create(
+        &self,
+        req: &v1::CreateContainerRequest,
+        pod: &PodRecord,
+    ) -> Result<String, Error> {
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let config = req
+            .config
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("config is required".into()))?;
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        if name.is_empty() || name.contains(['/', '\0', '\n']) {
+            return Err(Error::InvalidArgument(
+                "config.metadata.name is required and must be a plain name".into(),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "config.image.image is required".into(),
+            ));
+        }
+        let pod_config = v1::PodSandboxConfig::decode(pod.config.as_slice()).unwrap_or_default();
+        let pod_md = pod_config.metadata.clone().unwrap_or_default();
+        let attempt = config
+            .metadata
+            .as_ref()
+            .map(|m| m.attempt)
+            .unwrap_or_default();
+        let name_key = format!(
+            "{name}_{}_{}_{}_{attempt}",
+            pod_md.name, pod_md.namespace, pod_md.uid
+        );
+        let image = self.images.resolve(&image_name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {image_name:?} is not present; pull it first"
+            ))
+        })?;
+
+        let id = new_id()?;
+        {
+            let mut names = self.lock_names();
+            if let Some(existing) = names.get(&name_key) {
+                return Err(Error::AlreadyExists(format!(
+                    "container name {name_key:?} is reserved for container {existing}"
+                )));
+            }
+            names.insert(name_key.clone(), id.clone());
+        }
+        let run_dir = self.config.runroot.join("containers").join(&id);
+        let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
+            PathBuf::new()
+        } else {
+            Path::new(&pod_config.log_directory).join(&config.log_path)
+        };
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            name_key: name_key.clone(),
+            state: ContainerState::Created,
+            created_at: crate::clock::now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image: image_name,
+            image_id: image.id.clone(),
+            config: config.encode_to_vec(),
+            log_path,
+            // Short: the attach socket's path must fit in sockaddr_un.
+            state_dir: self.config.runroot.join("c").join(&id),
+            bundle: run_dir.join("bundle"),
+            rootfs: run_dir.join("rootfs"),
+            pid: 0,
+            runtime_handler: pod.runtime_handler.clone(),
+            stop_signal: libc_sigterm(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        };
+        let _span = tracing::info_span!("create_container", container_id = %id, pod_id = %pod.id, name = %name).entered();
+        match self.build(&config, &pod_config, pod, &image.id, &mut record, &run_dir) {
+            Ok(()) => {
+                self.save(&record)?;
+                tracing::info!(pid = record.pid, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "container creation failed; rolling back");
+                self.cleanup(&record);
+                self.lock_names().remove(&name_key);
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        config: &v1::ContainerConfig,
+        pod_config: &v1::PodSandboxConfig,
+        pod: &PodRecord,
+        image_id: &str,
+        record: &mut ContainerRecord,
+        run_dir: &Path,
+    ) -> Result<(), Error> {
+        for dir in [run_dir, &record.bundle, &record.state_dir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&record.rootfs)
+            .map_err(|e| Error::internal(format!("creating {}", record.rootfs.display()), e))?;
+        // Write the CRI record first so a crash mid-create is cleaned at start.
+        self.save(record)?;
+        let rootfs = self.images.prepare_rootfs(image_id, &record.id)?;
+        self.images.mount_rootfs(&rootfs, &record.rootfs)?;
+        let image_config = self.images.image_config(image_id)?;
+
+        let sandbox = self.sandbox_info(pod, pod_config, config)?;
+        let mut host = self.host.clone();
+        host.mounts = spec::read_mountinfo();
+        let generated = spec::generate(&SpecInput {
+            container_id: &record.id,
+            config,
+            sandbox: &sandbox,
+            image: &image_config,
+            rootfs: &record.rootfs,
+            host: &host,
+        })?;
+        for dir in &generated.mounts_to_create {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| {
+                    Error::internal(format!("creating the host path {}", dir.display()), e)
+                })?;
+        }
+        for dir in &generated.image_volumes {
+            spec::rootfs::mkdir_all_in_root(&record.rootfs, dir, 0o755).map_err(|e| {
+                Error::internal(format!("creating image volume {}", dir.display()), e)
+            })?;
+        }
+        record.stop_signal = generated.stop_signal;
+        record.uid = generated.user.uid;
+        record.gid = generated.user.gid;
+        record.additional_gids = generated.user.additional_gids.clone();
+        generated
+            .spec
+            .save(record.bundle.join("config.json"))
+            .map_err(|e| Error::internal("writing config.json", e))?;
+
+        if let Some(dir) = record
+            .log_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| Error::internal(format!("creating log dir {}", dir.display()), e))?;
+        }
+        let handler = self
+            .config
+            .runtime
+            .handlers
+            .get(&record.runtime_handler)
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "runtime handler {:?} is not configured",
+                    record.runtime_handler
+                ))
+            })?;
+        let mut mc =
+            MonitorConfig::new(&record.id, &record.bundle, &handler.path, &record.state_dir);
+        mc.runtime_root.clone_from(&handler.root);
+        mc.log_path.clone_from(&record.log_path);
+        mc.tty = config.tty;
+        mc.stdin = config.stdin;
+        mc.stdin_once = config.stdin_once;
+        let spawned = monitor::spawn_monitor(&self.monitor_binary(), &mc).map_err(|e| match e {
+            monitor::MonitorError::Create { message, .. } => {
+                Error::internal("creating the container", std::io::Error::other(message))
+            }
+            other => Error::internal("starting the container monitor", other),
+        })?;
+        record.pid = spawned.pid;
+        Ok(())
+    }
+
+    fn sandbox_info(
+        &self,
+        pod: &PodRecord,
+        pod_config: &v1::PodSandboxConfig,
+        config: &v1::ContainerConfig,
+    ) -> Result<SandboxInfo, Error> {
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let pod_pid_mode = pod_config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(|o| o.pid)
+            .unwrap_or_default();
+        let pid_ns = match options.map(|o| v1::NamespaceMode::try_from(o.pid)) {
+            Some(Ok(v1::NamespaceMode::Target)) => {
+                let target_id = options.map(|o| o.target_id.clone()).unwrap_or_default();
+                let target = self
+                    .get(&target_id)?
+                    .filter(|t| t.state == ContainerState::Running && t.pod_id == pod.id)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "target container {target_id:?} is not running in this pod"
+                        ))
+                    })?;
+                PidNamespace::Target(PathBuf::from(format!("/proc/{}/ns/pid", target.pid)))
+            }
+            _ if pod_pid_mode == v1::NamespaceMode::Node as i32 => PidNamespace::Node,
+            _ => match &pod.namespaces.pid {
+                Some(pin) => PidNamespace::Pod(pin.clone()),
+                None => PidNamespace::Container,
+            },
+        };
+        Ok(SandboxInfo {
+            id: pod.id.clone(),
+            config: pod_config.clone(),
+            hostname: pod_config.hostname.clone(),
+            network_ns: pod.namespaces.net.clone(),
+            ipc_ns: pod.namespaces.ipc.clone(),
+            uts_ns: pod.namespaces.uts.clone(),
+            user_ns: None,
+            pid_ns,
+            resolv_conf: Some(pod.dir.join("resolv.conf")),
+            hosts: Some(pod.dir.join("hosts")),
+            hostname_file: Some(pod.dir.join("hostname")),
+            shm: pod.shm.clone(),
+        })
+    }
+
+    /// Undoes whatever of a container exists (blocking, best effort).
+    fn cleanup(&self, record: &ContainerRecord) {
+        if let Ok(runtime) = self.runtime(record) {
+            match runtime.delete(&record.id, true) {
+                Ok(()) | Err(OciError::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(container_id = %record.id, error = %e, "runtime delete failed")
+                }
+            }
+        }
+        let _ = nix::mount::umount2(&record.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        if let Err(e) = self.images.remove_rootfs(&record.id) {
+            tracing::warn!(container_id = %record.id, error = %e, "could not remove the container's rootfs");
+        }
+        let run_dir = record.bundle.parent().map(Path::to_path_buf);
+        for dir in run_dir.iter().chain(std::iter::once(&record.state_dir)) {
+            if let Err(e) = std::fs::remove_dir_all(dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(container_id = %record.id, error = %e, dir = %dir.display(), "could not remove a container dir");
+            }
+        }
+        if let Err(e) = self.store.delete_container(&record.id) {
+            tracing::warn!(container_id = %record.id, error = %e, "could not delete the container record");
+        }
+        self.lock().remove(&record.id);
+    }
+
+    /// `StartContainer` (blocking).
+    pub fn start(&self, id: &str) -> Result<(), Error> {
+        let mut record = self
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not created",
+                record.id, record.state
+            )));
+        }
+        let _span = tracing::info_span!("start_container", container_id = %record.id, pod_id = %record.pod_id).entered();
+        self.runtime(&record)?
+            .start(&record.id)
+            .map_err(|e| Error::internal("starting the container", e))?;
+        record.state = ContainerState::Running;
+        record.started_at = crate::clock::now_ns();
+        self.save(&record)?;
+        // It may already have run to completion.
+        self.refresh(&mut record);
+        self.lock().insert(record.id.clone(), record);
+        tracing::info!("container started");
+        Ok(())
+    }
+
+    /// `StopContainer` (blocking): the stop signal, then SIGKILL after the
+    /// timeout. A container that is not running (or absent) is stopped.
+    pub fn stop(&self, id: &str, timeout: i64) -> Result<(), Error> {
+        let Some(mut record) = self.get(id)? else {
+            return Ok(());
+        };
+        if record.state == ContainerState::Exited {
+            return Ok(());
+        }
+        let _span = tracing::info_span!("stop_container", container_id = %record.id, pod_id = %record.pod_id).entered();
+        let runtime = self.runtime(&record)?;
+        if record.state == ContainerState::Created {
+            // Never started: nothing to signal gracefully.
+            let _ = runtime.kill(&record.id, 9, true);
+        } else if timeout > 0 {
+            if let Err(e) = runtime.kill(&record.id, record.stop_signal, false) {
+                tracing::debug!(error = %e, "stop signal not delivered");
+            }
+            self.wait_exit(&mut record, Duration::from_secs(timeout.unsigned_abs()));
+        }
+        if record.state != ContainerState::Exited {
+            if let Err(e) = runtime.kill(&record.id, 9, true) {
+                tracing::debug!(error = %e, "SIGKILL not delivered");
+            }
+            self.wait_exit(&mut record, KILL_WAIT);
+        }
+        if record.state != ContainerState::Exited && record.started_at == 0 {
+            // A created container that was killed before start has no
+            // monitor exit yet; record the kill.
+            record.state = ContainerState::Exited;
+            record.exit_code = 137;
+            record.finished_at = crate::clock::now_ns();
+            record.reason = "Error".into();
+        }
+        if record.state != ContainerState::Exited {
+            return Err(Error::internal(
+                "stopping the container",
+                std::io::Error::other(format!(
+                    "container {} did not exit after SIGKILL",
+                    record.id
+                )),
+            ));
+        }
+        self.save(&record)?;
+        tracing::info!(exit_code = record.exit_code, "container stopped");
+        Ok(())
+    }
+
+    fn wait_exit(&self, record: &mut ContainerRecord, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.refresh(record);
+            if record.state == ContainerState::Exited || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `RemoveContainer` (blocking): stops it if needed, then removes all of
+    /// it. An absent container is removed.
+    pub fn remove(&self, id: &str) -> Result<(), Error> {
+        let Some(record) = self.get(id)? else {
+            return Ok(());
+        };
+        if record.state != ContainerState::Exited {
+            self.stop(&record.id, 0)?;
+        }
+        let _span = tracing::info_span!("remove_container", container_id = %record.id, pod_id = %record.pod_id).entered();
+        self.cleanup(&record);
+        let mut names = self.lock_names();
+        if names.get(&record.name_key) == Some(&record.id) {
+            names.remove(&record.name_key);
+        }
+        tracing::info!("container removed");
+        Ok(())
+    }
+
+    /// `ContainerStatus`.
+    pub fn status(&self, id: &str, verbose: bool) -> Result<v1::ContainerStatusResponse, Error> {
+        let record = self
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(view::status(&record, verbose))
+    }
+
+    /// `ListContainers`, oldest first.
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<v1::Container> {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        let mut records: Vec<ContainerRecord> = ids
+            .iter()
+            .filter_map(|id| self.get(id).ok().flatten())
+            .collect();
+        records.sort_by_key(|r| r.created_at);
+        records
+            .iter()
+            .filter(|r| filter.matches(r))
+            .map(view::list_entry)
+            .collect()
+    }
+
+    /// `ReopenContainerLog` (blocking).
+    pub fn reopen_log(&self, id: &str) -> Result<(), Error> {
+        let record = self
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        monitor::reopen_log(&record.state_dir)
+            .map_err(|e| Error::internal("reopening the container log", e))
+    }
+
+    /// `ExecSync` (blocking).
+    pub fn exec_sync(&self, req: &v1::ExecSyncRequest) -> Result<v1::ExecSyncResponse, Error> {
+        let record = self.get(&req.container_id)?.ok_or_else(|| {
+            Error::NotFound(format!("container {:?} not found", req.container_id))
+        })?;
+        if record.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument("cmd is required".into()));
+        }
+        exec::exec_sync(&self.runtime(&record)?, &record, &req.cmd, req.timeout)
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    nix::sys::signal::Signal::SIGTERM as i32
+}
+
+/// A new random 64-hex-digit id.
+pub fn new_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::internal("generating an id", std::io::Error::other(e.to_string())))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
