@@ -36,9 +36,12 @@ if ! crictl --version 2>/dev/null | grep -q "${CRICTL_VERSION#v}"; then
 fi
 
 log "building krio (release)"
-cargo build --release --locked -p krio --manifest-path "$repo/Cargo.toml"
-install -m 0755 "$repo/target/release/krio" /usr/local/bin/krio.new
-mv -f /usr/local/bin/krio.new /usr/local/bin/krio
+cargo build --release --locked -p krio -p krio-runtime --bins --manifest-path "$repo/Cargo.toml"
+# krio looks for krio-monitor beside its own binary.
+for bin in krio krio-monitor; do
+  install -m 0755 "$repo/target/release/$bin" "/usr/local/bin/$bin.new"
+  mv -f "/usr/local/bin/$bin.new" "/usr/local/bin/$bin"
+done
 
 # Configuration: never overwrite what an operator already has.
 install -d -m 0755 /etc/krio /etc/krio/krio.d /etc/cni/net.d

@@ -68,6 +68,9 @@ run_containerd_created=false
 [ -e /run/containerd ] || run_containerd_created=true
 netns_dir_created=false
 [ -e /var/run/netns ] || netns_dir_created=true
+netns_before=$(ls /var/run/netns 2>/dev/null || true)
+k8s_cgroup_created=false # containerd's default cgroup parent (cgroupfs): /k8s.io
+ls -d /sys/fs/cgroup/*/k8s.io >/dev/null 2>&1 || k8s_cgroup_created=true
 
 cri() { # cri ENDPOINT crictl-args...
   local ep=$1
@@ -122,12 +125,34 @@ for ns in d.get("info",{}).get("runtimeSpec",{}).get("linux",{}).get("namespaces
   fi
   [ -n "$krio_pid" ] && stop_pid "$krio_pid" 10
   [ -n "$containerd_pid" ] && stop_pid "$containerd_pid" 10
-  # Whatever outlived the CRI clean-up: shims, monitors, container processes.
+  # Whatever outlived the CRI clean-up (a daemon that died first): containers
+  # in runc state dirs under the temp tree, then shims, monitors and
+  # container processes, then containerd's cgroups when this run made them.
+  find "$work" -xdev -maxdepth 6 -name state.json 2>/dev/null | while read -r f; do
+    d=$(dirname "$f")
+    runc --root "$(dirname "$d")" delete -f "$(basename "$d")" >/dev/null 2>&1
+  done
   for p in $(pids_under_work); do kill -KILL "$p" 2>/dev/null; done
+  if $k8s_cgroup_created; then
+    for p in $(cat /sys/fs/cgroup/*/k8s.io/*/cgroup.procs 2>/dev/null | sort -u); do kill -KILL "$p" 2>/dev/null; done
+  fi
   sleep 0.5
+  if $k8s_cgroup_created; then
+    for c in /sys/fs/cgroup/*/k8s.io; do
+      [ -d "$c" ] || continue
+      for d in "$c"/*/; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
+      rmdir "$c" 2>/dev/null
+    done
+  fi
   # Mounts under the temp tree (overlay rootfs, shm, pinned namespaces) and
   # containerd's network namespaces (it pins them in /var/run/netns).
   findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
+  # containerd's pinned netns of pods it could not remove, and those of a
+  # containerd that died first: cni-* entries that appeared during the run.
+  for f in /var/run/netns/cni-*; do
+    [ -e "$f" ] || continue
+    grep -qxF "${f##*/}" <<<"$netns_before" || netns_paths+=("$f")
+  done
   for p in "${netns_paths[@]}"; do
     [ -e "$p" ] || continue
     umount -l "$p" 2>/dev/null
@@ -143,6 +168,7 @@ for ns in d.get("info",{}).get("runtimeSpec",{}).get("linux",{}).get("namespaces
   ip link del "$krio_bridge" 2>/dev/null
   ip link del "$containerd_bridge" 2>/dev/null
   if $run_containerd_created; then
+    rm -f /run/containerd/s/* # shim sockets (only ours: the dir is ours)
     rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null
   fi
   if $registry_started; then bash "$conf_dir/registry.sh" stop; fi
@@ -248,7 +274,9 @@ auth_file = "$work/krio/auth.json"
 TOML
 
 start_krio() {
-  "$repo/target/release/krio" --config "$work/krio/krio.toml" --config-dir "$work/krio/krio.d" >"$work/krio.log" 2>&1 &
+  # Own session: a Ctrl-C at the terminal must not stop the daemons before
+  # the clean-up has removed their pods through the CRI.
+  setsid "$repo/target/release/krio" --config "$work/krio/krio.toml" --config-dir "$work/krio/krio.d" >"$work/krio.log" 2>&1 &
   krio_pid=$!
   for _ in $(seq 200); do [ -S "$work/krio/run/krio.sock" ] && break; kill -0 "$krio_pid" || break; sleep 0.1; done
   [ -S "$work/krio/run/krio.sock" ] || { log "krio did not start:"; tail -n 30 "$work/krio.log" >&2; exit 1; }
@@ -314,7 +342,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 TOML
 
 start_containerd() {
-  containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+  setsid containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
   containerd_pid=$!
   for _ in $(seq 200); do
     [ -S "$work/containerd.sock" ] && cri "$containerd_ep" version >/dev/null 2>&1 && break

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Sandbox, image_client, skip_unless_root};
+use common::{Sandbox, image_client, registry_ready, skip_unless_root};
 use krio_proto::v1;
 
 const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
@@ -14,47 +14,6 @@ const TAGS: [&str; 3] = [
     "gcr.io/k8s-staging-cri-tools/test-image-tags:2",
     "gcr.io/k8s-staging-cri-tools/test-image-tags:3",
 ];
-
-/// Whether the local registry serves the test images; without it the test
-/// is skipped, or fails under KRIO_REQUIRE_ROOT_TESTS.
-fn registry_ready(test: &str) -> bool {
-    let ok = std::process::Command::new("curl")
-        .args([
-            "-fsS",
-            "-o",
-            "/dev/null",
-            "http://127.0.0.1:5000/v2/registry.k8s.io/e2e-test-images/busybox/tags/list",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let reason = "the local registry with the test images is not running (conformance/test-all.sh starts it)";
-        if std::env::var_os("KRIO_REQUIRE_ROOT_TESTS").is_some() {
-            panic!("{test}: {reason}");
-        }
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-    }
-    ok
-}
-
-fn with_mirrors(sandbox: &Sandbox) {
-    let mut conf = String::new();
-    for upstream in ["registry.k8s.io", "gcr.io"] {
-        conf.push_str(&format!(
-            "[[registry]]\nprefix = \"{upstream}\"\nlocation = \"{upstream}\"\n\n[[registry.mirror]]\nlocation = \"127.0.0.1:5000/{upstream}\"\ninsecure = true\n\n"
-        ));
-    }
-    std::fs::write(sandbox.path("registries.conf"), conf).expect("write registries.conf");
-    std::fs::write(
-        sandbox.path("krio.toml"),
-        format!(
-            "[image]\nregistries_conf = \"{}\"\n",
-            sandbox.path("registries.conf").display()
-        ),
-    )
-    .expect("write krio.toml");
-}
 
 fn spec(image: &str) -> Option<v1::ImageSpec> {
     Some(v1::ImageSpec {
@@ -71,7 +30,7 @@ async fn pull_list_status_and_remove_through_a_mirror() {
         return;
     }
     let sandbox = Sandbox::new();
-    with_mirrors(&sandbox);
+    sandbox.use_local_registry();
     let daemon = sandbox.start();
     let mut images = image_client(&daemon.socket).await;
 

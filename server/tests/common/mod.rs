@@ -294,3 +294,48 @@ impl Drop for MountGuard {
         }
     }
 }
+
+/// Whether the local registry serves the test images; without it a test is
+/// skipped, or fails under KRIO_REQUIRE_ROOT_TESTS.
+pub fn registry_ready(test: &str) -> bool {
+    let ok = Command::new("curl")
+        .args([
+            "-fsS",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:5000/v2/registry.k8s.io/e2e-test-images/busybox/tags/list",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let reason = "the local registry with the test images is not running (conformance/test-all.sh starts it)";
+        if std::env::var_os("KRIO_REQUIRE_ROOT_TESTS").is_some() {
+            panic!("{test}: {reason}");
+        }
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    }
+    ok
+}
+
+impl Sandbox {
+    /// Points krio at the local registry as a mirror of the upstream
+    /// registries the test images come from.
+    pub fn use_local_registry(&self) {
+        let mut conf = String::new();
+        for upstream in ["registry.k8s.io", "gcr.io"] {
+            conf.push_str(&format!(
+                "[[registry]]\nprefix = \"{upstream}\"\nlocation = \"{upstream}\"\n\n[[registry.mirror]]\nlocation = \"127.0.0.1:5000/{upstream}\"\ninsecure = true\n\n"
+            ));
+        }
+        std::fs::write(self.path("registries.conf"), conf).expect("write registries.conf");
+        std::fs::write(
+            self.path("krio.toml"),
+            format!(
+                "[image]\nregistries_conf = \"{}\"\n",
+                self.path("registries.conf").display()
+            ),
+        )
+        .expect("write krio.toml");
+    }
+}

@@ -1,0 +1,457 @@
+//! Containers end to end: the real daemon, krio-monitor, runc, the busybox
+//! test image from the local registry. Root-only.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    BridgeGuard, MountGuard, RuntimeClient, Sandbox, image_client, registry_ready, runtime_client,
+    skip_unless_root,
+};
+use krio_proto::v1;
+
+const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+
+/// A daemon with the local registry, a bridge network and busybox pulled.
+struct Env {
+    sandbox: Sandbox,
+    _bridge: BridgeGuard,
+    _mounts: MountGuard,
+    daemon: Option<common::Daemon>,
+    client: RuntimeClient,
+    pod_id: String,
+    pod_config: v1::PodSandboxConfig,
+}
+
+async fn env(net: u8, name: &str) -> Env {
+    let sandbox = Sandbox::new();
+    let mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let bridge = BridgeGuard(sandbox.write_bridge_network(net));
+    sandbox.use_local_registry();
+    assert!(
+        std::path::Path::new(common::KRIO)
+            .with_file_name("krio-monitor")
+            .exists(),
+        "krio-monitor must be built beside krio (cargo test --workspace builds it)"
+    );
+    let daemon = sandbox.start();
+    let mut images = image_client(&daemon.socket).await;
+    images
+        .pull_image(v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    let mut client = runtime_client(&daemon.socket).await;
+    let pod_config = v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "test".into(),
+            attempt: 0,
+        }),
+        log_directory: sandbox.path("logs").display().to_string(),
+        ..Default::default()
+    };
+    let pod_id = client
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    Env {
+        sandbox,
+        _bridge: bridge,
+        _mounts: mounts,
+        daemon: Some(daemon),
+        client,
+        pod_id,
+        pod_config,
+    }
+}
+
+impl Env {
+    fn container(&self, name: &str, command: &[&str]) -> v1::CreateContainerRequest {
+        v1::CreateContainerRequest {
+            pod_sandbox_id: self.pod_id.clone(),
+            config: Some(v1::ContainerConfig {
+                metadata: Some(v1::ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(v1::ImageSpec {
+                    image: BUSYBOX.into(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|s| (*s).to_owned()).collect(),
+                log_path: format!("{name}.log"),
+                ..Default::default()
+            }),
+            sandbox_config: Some(self.pod_config.clone()),
+        }
+    }
+
+    async fn run(&mut self, name: &str, command: &[&str]) -> String {
+        let id = self
+            .client
+            .create_container(self.container(name, command))
+            .await
+            .expect("create")
+            .into_inner()
+            .container_id;
+        self.client
+            .start_container(v1::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        id
+    }
+
+    async fn status(&mut self, id: &str) -> v1::ContainerStatus {
+        self.client
+            .container_status(v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    async fn wait_exited(&mut self, id: &str) -> v1::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await;
+            if st.state == v1::ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn remove_pod(&mut self) {
+        self.client
+            .stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+            })
+            .await
+            .expect("stop pod");
+        self.client
+            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+            })
+            .await
+            .expect("remove pod");
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_exit_code_and_cri_logs() {
+    if skip_unless_root("lifecycle_exit_code_and_cri_logs")
+        || !registry_ready("lifecycle_exit_code_and_cri_logs")
+    {
+        return;
+    }
+    let mut env = env(11, "life").await;
+    let id = env
+        .run(
+            "box",
+            &["sh", "-c", "echo out; echo err >&2; printf partial; exit 3"],
+        )
+        .await;
+    let st = env.wait_exited(&id).await;
+    assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+    assert!(st.image_ref.starts_with("sha256:"));
+    assert_eq!(st.metadata.expect("metadata").name, "box");
+
+    let log = std::fs::read_to_string(env.sandbox.path("logs/box.log")).expect("log file");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    let fields = |line: &str| line.splitn(4, ' ').map(str::to_owned).collect::<Vec<_>>();
+    assert!(
+        lines
+            .iter()
+            .any(|l| fields(l)[1..] == ["stdout", "F", "out"]),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| fields(l)[1..] == ["stderr", "F", "err"]),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| fields(l)[1..] == ["stdout", "P", "partial"]),
+        "a line cut by EOF is partial: {log}"
+    );
+    for line in &lines {
+        let ts = &fields(line)[0];
+        assert!(ts.ends_with('Z') && ts.len() == 30, "RFC3339Nano UTC: {ts}");
+    }
+
+    let listed = env
+        .client
+        .list_containers(v1::ListContainersRequest {
+            filter: Some(v1::ContainerFilter {
+                pod_sandbox_id: env.pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+
+    env.client
+        .remove_container(v1::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    env.client
+        .remove_container(v1::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove is idempotent");
+    let err = env
+        .client
+        .container_status(v1::ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    env.remove_pod().await;
+    assert!(
+        env.sandbox.mounts().is_empty(),
+        "mounts left: {:?}",
+        env.sandbox.mounts()
+    );
+}
+
+#[tokio::test]
+async fn exec_sync_output_exit_code_and_timeout() {
+    if skip_unless_root("exec_sync_output_exit_code_and_timeout")
+        || !registry_ready("exec_sync_output_exit_code_and_timeout")
+    {
+        return;
+    }
+    let mut env = env(12, "exec").await;
+    let id = env.run("sleeper", &["sleep", "1000"]).await;
+    let resp = env
+        .client
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo hi; echo oops >&2; exit 5".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(resp.stdout, b"hi\n");
+    assert_eq!(resp.stderr, b"oops\n");
+    assert_eq!(resp.exit_code, 5);
+
+    let started = Instant::now();
+    let err = env
+        .client
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "600".into()],
+            timeout: 1,
+        })
+        .await
+        .expect_err("times out");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The timed-out command was killed and reaped, not leaked.
+    let ps = env
+        .client
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["ps".into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ps")
+        .into_inner();
+    let ps = String::from_utf8_lossy(&ps.stdout).into_owned();
+    assert!(!ps.contains("sleep 600"), "leaked exec: {ps}");
+
+    env.client
+        .stop_container(v1::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 2,
+        })
+        .await
+        .expect("stop");
+    let st = env.status(&id).await;
+    assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+    let err = env
+        .client
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: id,
+            cmd: vec!["true".into()],
+            timeout: 5,
+        })
+        .await
+        .expect_err("not running");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    env.remove_pod().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_right_code_and_leave_nothing() {
+    if skip_unless_root("bad_requests_get_the_right_code_and_leave_nothing")
+        || !registry_ready("bad_requests_get_the_right_code_and_leave_nothing")
+    {
+        return;
+    }
+    let mut env = env(13, "bad").await;
+    let mut unknown_pod = env.container("a", &["true"]);
+    unknown_pod.pod_sandbox_id = "f".repeat(64);
+    let mut missing_image = env.container("b", &["true"]);
+    missing_image.config.as_mut().expect("config").image = Some(v1::ImageSpec {
+        image: "registry.k8s.io/not/pulled:1".into(),
+        ..Default::default()
+    });
+    let mut no_name = env.container("c", &["true"]);
+    no_name.config.as_mut().expect("config").metadata = None;
+    for (req, code) in [
+        (unknown_pod, tonic::Code::NotFound),
+        (missing_image, tonic::Code::NotFound),
+        (no_name, tonic::Code::InvalidArgument),
+    ] {
+        let err = env.client.create_container(req).await.expect_err("refused");
+        assert_eq!(err.code(), code, "{}", err.message());
+    }
+    let first = env
+        .client
+        .create_container(env.container("dup", &["true"]))
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    let err = env
+        .client
+        .create_container(env.container("dup", &["true"]))
+        .await
+        .expect_err("name taken");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains(&first));
+    let listed = env
+        .client
+        .list_containers(v1::ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1, "only the one good container exists");
+    env.remove_pod().await;
+    assert_eq!(
+        std::fs::read_dir(env.sandbox.path("run/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no container dirs left"
+    );
+}
+
+#[tokio::test]
+async fn containers_survive_a_killed_daemon() {
+    if skip_unless_root("containers_survive_a_killed_daemon")
+        || !registry_ready("containers_survive_a_killed_daemon")
+    {
+        return;
+    }
+    let mut env = env(14, "survive").await;
+    let id = env
+        .run(
+            "ticker",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+            ],
+        )
+        .await;
+    let pid = {
+        let resp = env
+            .client
+            .container_status(v1::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).expect("info json");
+        info["pid"].as_i64().expect("pid")
+    };
+    let mut daemon = env.daemon.take().expect("daemon");
+    let mut child = daemon.child.take().expect("running");
+    child.kill().expect("SIGKILL the daemon");
+    child.wait().expect("reap");
+    drop(daemon);
+
+    let log = env.sandbox.path("logs/ticker.log");
+    let before = std::fs::metadata(&log).expect("log").len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        std::fs::metadata(&log).expect("log").len() > before,
+        "logs flow while the daemon is down"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlived the daemon"
+    );
+
+    let daemon = env.sandbox.start();
+    env.client = runtime_client(&daemon.socket).await;
+    env.daemon = Some(daemon);
+    assert_eq!(
+        env.status(&id).await.state,
+        v1::ContainerState::ContainerRunning as i32
+    );
+    env.client
+        .stop_container(v1::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 2,
+        })
+        .await
+        .expect("stop after restart");
+    let st = env.status(&id).await;
+    assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+    env.remove_pod().await;
+    assert!(
+        env.sandbox.mounts().is_empty(),
+        "mounts left: {:?}",
+        env.sandbox.mounts()
+    );
+}
