@@ -61,7 +61,11 @@ has_version() {
     local bin=$1
     shift
     [[ -x $bin ]] || return 1
-    "$bin" "$@" 2>/dev/null | grep -Eq "(^|[^0-9.])v?${CRI_TOOLS_VERSION#v}([^0-9.]|$)"
+    local out
+    # Captured first: grep -q closing the pipe early would SIGPIPE the tool
+    # and, under pipefail, read as "not installed".
+    out=$("$bin" "$@" 2>/dev/null) || true
+    grep -Eq "(^|[^0-9.])v?${CRI_TOOLS_VERSION#v}([^0-9.]|$)" <<<"$out"
 }
 
 ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
