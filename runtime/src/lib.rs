@@ -5,3 +5,4 @@ pub mod handler;
 pub mod monitor;
 pub mod oci;
 pub mod spec;
+pub mod stats;

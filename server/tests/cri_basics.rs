@@ -150,12 +150,12 @@ async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
     let daemon = sandbox.start();
     let mut runtime = runtime_client(&daemon.socket).await;
     let err = runtime
-        .create_container(v1::CreateContainerRequest::default())
+        .checkpoint_container(v1::CheckpointContainerRequest::default())
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("CreateContainer"),
+        err.message().contains("RuntimeService/CheckpointContainer"),
         "{}",
         err.message()
     );
