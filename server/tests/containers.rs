@@ -455,3 +455,62 @@ async fn containers_survive_a_killed_daemon() {
         env.sandbox.mounts()
     );
 }
+
+#[tokio::test]
+async fn stats_track_cpu_and_memory_of_a_running_container() {
+    if skip_unless_root("stats_track_cpu_and_memory_of_a_running_container")
+        || !registry_ready("stats_track_cpu_and_memory_of_a_running_container")
+    {
+        return;
+    }
+    let mut env = env(15, "stats").await;
+    // Burns CPU and holds ~20 MiB in a shell variable.
+    let id = env
+        .run(
+            "burner",
+            &[
+                "sh",
+                "-c",
+                "x=$(head -c 20000000 /dev/zero | tr '\\0' a); while :; do :; done",
+            ],
+        )
+        .await;
+    let read = |mut client: RuntimeClient, id: String| async move {
+        client
+            .container_stats(v1::ContainerStatsRequest { container_id: id })
+            .await
+            .expect("ContainerStats")
+            .into_inner()
+            .stats
+            .expect("stats")
+    };
+    let first = read(env.client.clone(), id.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = read(env.client.clone(), id.clone()).await;
+    let cpu = |s: &v1::ContainerStats| {
+        s.cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds)
+            .expect("cpu usage")
+            .value
+    };
+    assert!(
+        cpu(&second) > cpu(&first) + 300_000_000,
+        "CPU time rises while burning"
+    );
+    let nano_cores = second
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_nano_cores)
+        .expect("rate")
+        .value;
+    assert!(
+        nano_cores > 300_000_000,
+        "about one core busy: {nano_cores}"
+    );
+    let memory = second.memory.expect("memory");
+    assert!(memory.working_set_bytes.expect("working set").value > 15_000_000);
+    assert_eq!(second.attributes.expect("attributes").id, id);
+    assert!(second.writable_layer.is_some());
+    env.remove_pod().await;
+}

@@ -6,6 +6,7 @@
 //! monitor's exit file when the state is asked for.
 
 mod exec;
+mod stats;
 mod view;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub struct Containers {
     host: HostInfo,
     records: Mutex<HashMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
+    cpu_rate: krio_runtime::stats::CpuRate,
 }
 
 impl std::fmt::Debug for Containers {
@@ -65,6 +67,7 @@ impl Containers {
             host,
             records: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            cpu_rate: krio_runtime::stats::CpuRate::new(),
         };
         let records = containers
             .store
@@ -274,6 +277,7 @@ impl Containers {
             state_dir: self.config.runroot.join("c").join(&id),
             bundle: run_dir.join("bundle"),
             rootfs: run_dir.join("rootfs"),
+            upper_dir: PathBuf::new(),
             pid: 0,
             runtime_handler: pod.runtime_handler.clone(),
             stop_signal: libc_sigterm(),
@@ -321,6 +325,7 @@ impl Containers {
         // Write the CRI record first so a crash mid-create is cleaned at start.
         self.save(record)?;
         let rootfs = self.images.prepare_rootfs(image_id, &record.id)?;
+        record.upper_dir.clone_from(&rootfs.upper_dir);
         self.images.mount_rootfs(&rootfs, &record.rootfs)?;
         let image_config = self.images.image_config(image_id)?;
 
@@ -573,6 +578,7 @@ impl Containers {
         }
         let _span = tracing::info_span!("remove_container", container_id = %record.id, pod_id = %record.pod_id).entered();
         self.cleanup(&record);
+        self.cpu_rate.remove(&record.id);
         let mut names = self.lock_names();
         if names.get(&record.name_key) == Some(&record.id) {
             names.remove(&record.name_key);
@@ -601,6 +607,29 @@ impl Containers {
             .iter()
             .filter(|r| filter.matches(r))
             .map(view::list_entry)
+            .collect()
+    }
+
+    /// `ContainerStats` (blocking).
+    pub fn stats(&self, id: &str) -> Result<v1::ContainerStats, Error> {
+        let record = self
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(stats::container_stats(&record, &self.cpu_rate))
+    }
+
+    /// `ListContainerStats` (blocking).
+    pub fn list_stats(&self, filter: &ContainerFilter) -> Vec<v1::ContainerStats> {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        let mut records: Vec<ContainerRecord> = ids
+            .iter()
+            .filter_map(|id| self.get(id).ok().flatten())
+            .collect();
+        records.sort_by_key(|r| r.created_at);
+        records
+            .iter()
+            .filter(|r| filter.matches(r))
+            .map(|r| stats::container_stats(r, &self.cpu_rate))
             .collect()
     }
 

@@ -125,6 +125,19 @@ impl ContainerFilter {
         }
     }
 
+    /// From the CRI stats filter (absent = everything).
+    pub fn from_stats_filter(filter: Option<&v1::ContainerStatsFilter>) -> Self {
+        let Some(f) = filter else {
+            return Self::default();
+        };
+        Self {
+            id: f.id.clone(),
+            state: None,
+            pod_id: f.pod_sandbox_id.clone(),
+            labels: f.label_selector.clone(),
+        }
+    }
+
     /// Whether a container passes.
     pub fn matches(&self, record: &ContainerRecord) -> bool {
         (self.id.is_empty() || record.id.starts_with(&self.id))

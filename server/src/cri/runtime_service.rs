@@ -269,25 +269,46 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn container_stats(
         &self,
-        _req: Request<v1::ContainerStatsRequest>,
+        req: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ContainerStats").into())
+        let containers = self.daemon.containers.clone();
+        let id = req.into_inner().container_id;
+        let stats = blocking("reading container stats", move || containers.stats(&id)).await?;
+        Ok(Response::new(v1::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<v1::ListContainerStatsRequest>,
+        req: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListContainerStats").into())
+        let containers = self.daemon.containers.clone();
+        let filter = ContainerFilter::from_stats_filter(req.get_ref().filter.as_ref());
+        let stats = blocking("reading container stats", move || {
+            Ok(containers.list_stats(&filter))
+        })
+        .await?;
+        Ok(Response::new(v1::ListContainerStatsResponse { stats }))
     }
 
     type StreamContainerStatsStream = ResponseStream<v1::StreamContainerStatsResponse>;
 
     async fn stream_container_stats(
         &self,
-        _req: Request<v1::StreamContainerStatsRequest>,
+        req: Request<v1::StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamContainerStats").into())
+        let containers = self.daemon.containers.clone();
+        let filter = ContainerFilter::from_stats_filter(req.get_ref().filter.as_ref());
+        let items = blocking("reading container stats", move || {
+            Ok(containers.list_stats(&filter))
+        })
+        .await?;
+        Ok(Response::new(stream_each(items, |stats| {
+            v1::StreamContainerStatsResponse {
+                container_stats: vec![stats],
+            }
+        })))
     }
 
     async fn pod_sandbox_stats(

@@ -53,6 +53,9 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     /// The mounted root filesystem.
     pub rootfs: PathBuf,
+    /// The overlay upper dir: the container's writable layer.
+    #[serde(default)]
+    pub upper_dir: PathBuf,
     /// The container's init PID on the host (0 unknown).
     pub pid: i32,
     /// The runtime handler.
