@@ -36,11 +36,19 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e   # best effort: every step runs even if an earlier one fails
+  # Pods a failed spec left behind: remove them through krio while it runs.
+  if [ -n "$krio_pid" ] && kill -0 "$krio_pid" 2>/dev/null; then
+    crictl --runtime-endpoint "unix://$work/run/krio.sock" rmp --all --force >/dev/null 2>&1
+  fi
   if [ -n "$krio_pid" ] && kill -0 "$krio_pid" 2>/dev/null; then
     kill -TERM "$krio_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$krio_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$krio_pid" 2>/dev/null || true
   fi
+  # Any pod infra process or monitor still naming the temp tree.
+  for pid in $(pgrep -f -- "$work/" 2>/dev/null); do
+    [ "$pid" != "$$" ] && kill -KILL "$pid" 2>/dev/null
+  done
   # Anything krio or its containers left mounted under the temp tree.
   findmnt -rn -o TARGET | { grep "^$work/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
   ip link del "$bridge" 2>/dev/null || true
@@ -60,7 +68,7 @@ if ! bash "$here/registry.sh" status >/dev/null 2>&1; then
 fi
 
 log "building krio and the test images"
-cargo build --locked -q -p krio -p krio-testimages --manifest-path "$repo/Cargo.toml"
+cargo build --locked -q -p krio -p krio-runtime -p krio-testimages --bins --manifest-path "$repo/Cargo.toml"
 "$repo/target/debug/krio-testimages" build --registry "$registry_addr" >"$report_dir/images.txt"
 log "pushed $(wc -l <"$report_dir/images.txt") images"
 

@@ -72,6 +72,20 @@ netns_before=$(ls /var/run/netns 2>/dev/null || true)
 k8s_cgroup_created=false # containerd's default cgroup parent (cgroupfs): /k8s.io
 ls -d /sys/fs/cgroup/*/k8s.io >/dev/null 2>&1 || k8s_cgroup_created=true
 
+# run_child CMD...: runs a long step in the background and waits for it, so
+# an INT or TERM reaches our trap at once (bash defers traps while a
+# foreground child runs, and drops SIGINT when that child handles it);
+# the clean-up then stops the child first.
+child_pid=""
+run_child() {
+  local rc=0
+  "$@" &
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=""
+  return $rc
+}
+
 cri() { # cri ENDPOINT crictl-args...
   local ep=$1
   shift
@@ -107,6 +121,8 @@ cleanup() {
   trap - EXIT INT TERM
   set +e # best effort: every step runs even if an earlier one fails
   local netns_paths=()
+  # A running podbench removes its own pods on SIGTERM; critest is stopped.
+  [ -n "$child_pid" ] && stop_pid "$child_pid" 60
   # Remove every pod (and so container) the benchmarks or critest left, via
   # the CRI so the CNI DEL runs and releases IPs and iptables rules.
   if [ -n "$containerd_pid" ] && kill -0 "$containerd_pid" 2>/dev/null; then
@@ -158,12 +174,16 @@ for ns in d.get("info",{}).get("runtimeSpec",{}).get("linux",{}).get("namespaces
     umount -l "$p" 2>/dev/null
     rm -f "$p"
   done
-  # iptables rules of our CNI network that a failed DEL may have left.
-  iptables-save -t nat 2>/dev/null | grep -F "name: \\\"$netname\\\"" | grep '^-A POSTROUTING' | while read -r rule; do
-    chain=$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")
+  # iptables rules of our CNI network (comment `name: "kbenchNNNN"`) that a
+  # failed or interrupted DEL left: the POSTROUTING jumps, then the chains.
+  local rules chains
+  rules=$(iptables-save -t nat 2>/dev/null | grep -F "name: \\\"$netname\\\"")
+  chains=$( (sed -n 's/^-A \(CNI-[0-9a-f]*\) .*/\1/p' <<<"$rules"
+    sed -n 's/^-A POSTROUTING .* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rules") | sort -u)
+  grep '^-A POSTROUTING' <<<"$rules" | while read -r rule; do
     eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null
-    if [ -n "$chain" ]; then iptables -t nat -F "$chain" 2>/dev/null; iptables -t nat -X "$chain" 2>/dev/null; fi
   done
+  for chain in $chains; do iptables -t nat -F "$chain" 2>/dev/null; iptables -t nat -X "$chain" 2>/dev/null; done
   if $netns_dir_created; then rmdir /var/run/netns 2>/dev/null; fi
   ip link del "$krio_bridge" 2>/dev/null
   ip link del "$containerd_bridge" 2>/dev/null
@@ -219,8 +239,9 @@ if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
   done
   log "using the existing target/release binaries; building podbench"
 else
-  log "building krio and krio-testimages (release) and podbench"
-  cargo build --release --locked -q -p krio -p krio-testimages --manifest-path "$repo/Cargo.toml"
+  log "building krio, krio-monitor and krio-testimages (release) and podbench"
+  # krio-monitor is a binary of krio-runtime; krio finds it beside itself.
+  cargo build --release --locked -q -p krio -p krio-runtime -p krio-testimages --manifest-path "$repo/Cargo.toml"
 fi
 "$repo/target/release/krio-testimages" build --registry "$registry_addr" >"$out_dir/images.txt"
 log "pushed $(wc -l <"$out_dir/images.txt") images"
@@ -399,7 +420,7 @@ podbench() { # podbench RUNTIME MODE extra-args...
   local rt=$1 mode=$2
   shift 2
   log "podbench $mode: $rt"
-  "$work/podbench" -endpoint "$(endpoint_of "$rt")" -mode "$mode" -n "$n" -image "$test_image" \
+  run_child "$work/podbench" -endpoint "$(endpoint_of "$rt")" -mode "$mode" -n "$n" -image "$test_image" \
     -log-dir "$work/pod-logs-$rt" -stop-timeout "$stop_timeout" "$@" \
     >"$out_dir/raw/$rt-$mode.jsonl" 2>"$out_dir/raw/$rt-$mode.stderr" ||
     log "podbench $mode against $rt exited with $? (see $out_dir/raw/$rt-$mode.stderr)"
@@ -438,7 +459,7 @@ YAML
     log "critest -benchmark: $rt (at most ${critest_timeout}s)"
     start=$(date +%s)
     # Failures (krio: every RPC not implemented yet) are summarised as n/a.
-    timeout --kill-after=30 "$critest_timeout" critest -benchmark \
+    run_child timeout --kill-after=30 "$critest_timeout" critest -benchmark \
       --runtime-endpoint "$ep" --image-endpoint "$ep" \
       --benchmarking-params-file "$work/critest-params.yaml" \
       --benchmarking-output-dir "$d" \

@@ -221,7 +221,8 @@ def cell(entry):
     if "stats" in entry:
         return fmt_ms(entry["stats"])
     if "value" in entry:
-        return f"{entry['value']:8.1f} MiB"
+        procs = f" ({entry['procs']} procs)" if entry.get("procs") is not None else ""
+        return f"{entry['value']:8.1f} MiB{procs}"
     text = "n/a (" + entry["na"] + ")"
     return text if len(text) <= CELL else text[:CELL - 4] + "...)"
 

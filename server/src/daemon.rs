@@ -14,7 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::container::Containers;
-use crate::cri::Daemon;
+use crate::cri::{Daemon, HandlerFeatures};
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
 use krio_image::{ImageStore, ImageStoreOptions};
@@ -37,7 +37,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     let _lock = RootLock::acquire(&config.root)?;
 
     let config = Arc::new(config);
-    let (sandboxes, images, containers) = {
+    let (sandboxes, images, containers, handler_features) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&config.root)?;
@@ -48,8 +48,19 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
             options.auth_file.clone_from(&config.image.auth_file);
             let images =
                 ImageStore::open(store.database(), options).context("opening the image store")?;
-            let containers = Containers::recover(config.clone(), store.clone(), images.clone())?;
-            Ok((Sandboxes::recover(config, store)?, images, containers))
+            let handler_features = probe_handlers(&config);
+            let containers = Containers::recover(
+                config.clone(),
+                store.clone(),
+                images.clone(),
+                &handler_features,
+            )?;
+            Ok((
+                Sandboxes::recover(config, store)?,
+                images,
+                containers,
+                handler_features,
+            ))
         })
         .await
         .context("recovering state")??
@@ -60,6 +71,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         sandboxes: Arc::new(sandboxes),
         images,
         containers: Arc::new(containers),
+        handler_features,
     });
     let (runtime_service, image_service) = daemon.services();
 
@@ -104,6 +116,36 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Asks each handler's runtime what it supports (`runc features`); a
+/// runtime without the command supports none of the optional features.
+fn probe_handlers(config: &Config) -> HandlerFeatures {
+    let kernel_rro = krio_runtime::spec::HostInfo::detect().rro_mounts;
+    config
+        .runtime
+        .handlers
+        .iter()
+        .map(|(name, handler)| {
+            let cli = krio_runtime::oci::OciCli::new(handler.path.clone())
+                .with_root(handler.root.clone())
+                .with_log_dir(config.runroot.join("runtime-logs"));
+            let features = match krio_runtime::oci::OciRuntime::features(&cli) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::info!(handler = %name, error = %e, "runtime reports no features");
+                    krio_runtime::oci::Features::default()
+                }
+            };
+            let probed = crate::cri::HandlerFeature {
+                recursive_read_only_mounts: features.recursive_read_only_mounts && kernel_rro,
+                // Pods with user namespaces are not implemented by krio yet,
+                // whatever the runtime can do.
+                user_namespaces: false,
+            };
+            (name.clone(), probed)
+        })
+        .collect()
 }
 
 /// Creates `dir` (and parents) with mode 0700 if it does not exist; an

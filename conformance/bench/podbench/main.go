@@ -15,6 +15,9 @@
 //	mem        start K pods with one container each, then sum the VmRSS of the
 //	           per-container helper processes (-proc-name) that appeared
 //
+// On SIGINT or SIGTERM it stops and removes the pods it created, then dies
+// of the same signal.
+//
 // A step that fails ends the benchmark (what was created is removed, best
 // effort); the error is reported as a JSON line with its gRPC code, so the
 // caller can tell "RPC unimplemented" from a real failure. The exit status is
@@ -29,9 +32,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -75,7 +82,13 @@ type record struct {
 	Code       string   `json:"code,omitempty"`
 }
 
+// stopping is set by the signal handler: results after it are not printed.
+var stopping atomic.Bool
+
 func emit(r record) {
+	if stopping.Load() {
+		return
+	}
 	if err := out.Encode(r); err != nil {
 		fmt.Fprintln(os.Stderr, "podbench:", err)
 		os.Exit(1)
@@ -148,15 +161,57 @@ func containerConfig() *runtimeapi.ContainerConfig {
 	return c
 }
 
+// live holds the pods created and not removed yet, for the signal handler.
+var live = struct {
+	sync.Mutex
+	pods map[string]bool
+}{pods: map[string]bool{}}
+
+func track(id string, alive bool) {
+	live.Lock()
+	defer live.Unlock()
+	if alive {
+		live.pods[id] = true
+	} else {
+		delete(live.pods, id)
+	}
+}
+
 // cleanupPod stops and removes a pod (and so its containers), ignoring errors.
 func cleanupPod(id string) {
 	if id == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *rpcTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, _ = rc.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
-	_, _ = rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+	if _, err := rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err == nil {
+		track(id, false)
+	}
+}
+
+// handleSignals removes the live pods on SIGINT/SIGTERM, then re-raises the
+// signal so the calling shell sees the interruption.
+func handleSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		stopping.Store(true)
+		live.Lock()
+		ids := make([]string, 0, len(live.pods))
+		for id := range live.pods {
+			ids = append(ids, id)
+		}
+		live.Unlock()
+		for _, id := range ids {
+			cleanupPod(id)
+		}
+		signal.Reset(sig)
+		_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		time.Sleep(time.Second)
+		os.Exit(130)
+	}()
 }
 
 type phase struct {
@@ -173,6 +228,7 @@ func podCycle(i int) ([]phase, error) {
 		r, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: *handler})
 		if err == nil {
 			id = r.PodSandboxId
+			track(id, true)
 		}
 		return err
 	})
@@ -191,6 +247,9 @@ func podCycle(i int) ([]phase, error) {
 	phases = append(phases, phase{"StopPodSandbox", ms})
 	ms, err = timed("RemovePodSandbox", func(ctx context.Context) error {
 		_, err := rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+		if err == nil {
+			track(id, false)
+		}
 		return err
 	})
 	if err != nil {
@@ -209,6 +268,7 @@ func startPodWithContainer(i int, phases *[]phase) (podID, ctrID string, err err
 		r, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: *handler})
 		if err == nil {
 			podID = r.PodSandboxId
+			track(podID, true)
 		}
 		return err
 	})
@@ -265,6 +325,9 @@ func containerCycle(i int) ([]phase, error) {
 		}},
 		{"RemovePodSandbox", func(ctx context.Context) error {
 			_, err := rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+			if err == nil {
+				track(podID, false)
+			}
 			return err
 		}},
 	}
@@ -442,6 +505,7 @@ func main() {
 	defer conn.Close()
 	rc = runtimeapi.NewRuntimeServiceClient(conn)
 	ic = runtimeapi.NewImageServiceClient(conn)
+	handleSignals()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	_, err = rc.Version(ctx, &runtimeapi.VersionRequest{}, grpc.WaitForReady(true))

@@ -51,7 +51,12 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 impl Containers {
     /// Loads the containers from the store, reading exits that happened
     /// while the daemon was down. Blocking.
-    pub fn recover(config: Arc<Config>, store: Store, images: ImageStore) -> Result<Self, Error> {
+    pub fn recover(
+        config: Arc<Config>,
+        store: Store,
+        images: ImageStore,
+        features: &crate::cri::HandlerFeatures,
+    ) -> Result<Self, Error> {
         let logs = config.runroot.join("runtime-logs");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -60,6 +65,10 @@ impl Containers {
             .map_err(|e| Error::internal(format!("creating {}", logs.display()), e))?;
         let mut host = HostInfo::detect();
         host.systemd_cgroup = config.cgroup_manager == CgroupManager::Systemd;
+        // `rro` needs both the kernel and the default handler's runtime.
+        host.rro_mounts = features
+            .get(&config.runtime.default_handler)
+            .is_some_and(|f| f.recursive_read_only_mounts);
         let containers = Self {
             config,
             store,

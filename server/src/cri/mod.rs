@@ -36,7 +36,21 @@ pub struct Daemon {
     pub images: krio_image::ImageStore,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// What each runtime handler supports, probed at start.
+    pub handler_features: HandlerFeatures,
 }
+
+/// The optional CRI features of one runtime handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFeature {
+    /// `rro` mounts: the runtime has them and the kernel can (5.12+).
+    pub recursive_read_only_mounts: bool,
+    /// Pods with user namespaces.
+    pub user_namespaces: bool,
+}
+
+/// Handler name → its features.
+pub type HandlerFeatures = std::collections::BTreeMap<String, HandlerFeature>;
 
 impl Daemon {
     /// Both services, sharing one daemon state.

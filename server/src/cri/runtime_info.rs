@@ -101,21 +101,30 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> v1::Runti
 }
 
 /// The default handler (under the empty name, as the CRI asks) and each
-/// configured one. Features stay off until the runtime's `features` command
-/// is probed (containers issue).
+/// configured one, with the features probed at start.
 fn runtime_handlers(daemon: &Daemon) -> Vec<v1::RuntimeHandler> {
-    let features = || {
+    let features = |name: &str| {
+        let f = daemon
+            .handler_features
+            .get(name)
+            .copied()
+            .unwrap_or_default();
         Some(v1::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
-            user_namespaces: false,
+            recursive_read_only_mounts: f.recursive_read_only_mounts,
+            user_namespaces: f.user_namespaces,
         })
     };
-    std::iter::once(String::new())
-        .chain(daemon.config.runtime.handlers.keys().cloned())
-        .map(|name| v1::RuntimeHandler {
-            name,
-            features: features(),
-        })
+    let default = &daemon.config.runtime.default_handler;
+    std::iter::once((String::new(), features(default)))
+        .chain(
+            daemon
+                .config
+                .runtime
+                .handlers
+                .keys()
+                .map(|name| (name.clone(), features(name))),
+        )
+        .map(|(name, features)| v1::RuntimeHandler { name, features })
         .collect()
 }
 

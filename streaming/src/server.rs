@@ -1,0 +1,383 @@
+//! The streaming HTTP server: `/exec/{token}`, `/attach/{token}` and
+//! `/portforward/{token}`, upgraded to SPDY/3.1 or WebSocket.
+//!
+//! `Exec`, `Attach` and `PortForward` RPCs call [`StreamServer::register`]
+//! and return the server's base URL joined with the path it gives back. When
+//! the client comes, the server takes the token (once), negotiates the
+//! protocol, answers `101 Switching Protocols`, sets up the session and hands
+//! it to the caller's [`Handler`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use crate::protocol::{
+    HEADER_ACCEPTED_STREAM_PROTOCOL_VERSIONS, HEADER_STREAM_PROTOCOL_VERSION,
+    HEADER_WEBSOCKET_PROTOCOL, Operation, StreamProtocol, Transport, negotiate,
+};
+use crate::session::{Disconnect, ExecChannels, ExecShape, PortForwardStreams};
+use crate::spdy::{self, Connection};
+use crate::tokens::{DEFAULT_CAPACITY, DEFAULT_TTL, TokenError, TokenStore};
+use crate::websocket::{self, ChannelProtocol, Tunnel};
+
+/// Streaming server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// Most tokens outstanding.
+    pub max_tokens: usize,
+    /// How long a SPDY client may take to open an exec's streams.
+    pub stream_creation_timeout: Duration,
+    /// How long a port-forward `data`/`error` pair may stay half-open.
+    pub port_forward_pair_timeout: Duration,
+    /// Bound on one WebSocket message.
+    pub max_ws_message: usize,
+    /// SPDY session settings.
+    pub spdy: spdy::Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl: DEFAULT_TTL,
+            max_tokens: DEFAULT_CAPACITY,
+            stream_creation_timeout: Duration::from_secs(30),
+            port_forward_pair_timeout: Duration::from_secs(30),
+            max_ws_message: websocket::DEFAULT_MAX_MESSAGE,
+            // The kubelet's default streaming idle timeout.
+            spdy: spdy::Config {
+                idle_timeout: Some(Duration::from_secs(4 * 60 * 60)),
+                ..spdy::Config::default()
+            },
+        }
+    }
+}
+
+/// A negotiated session handed to the [`Handler`].
+#[derive(Debug)]
+pub enum Session {
+    /// Exec or attach.
+    Exec(ExecChannels),
+    /// Port-forward.
+    PortForward(PortForwardStreams),
+}
+
+/// What runs a session: the server crate implements it (run the exec in the
+/// container, join the attach socket, dial the pod port).
+pub trait Handler<T>: Send + Sync + 'static {
+    /// Serves one session for `request` (the value given to
+    /// [`StreamServer::register`]); the connection closes when it returns.
+    fn serve(
+        &self,
+        operation: Operation,
+        request: T,
+        session: Session,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+struct Pending<T> {
+    operation: Operation,
+    shape: ExecShape,
+    request: T,
+}
+
+/// The streaming server.
+pub struct StreamServer<T, H> {
+    tokens: TokenStore<Pending<T>>,
+    handler: H,
+    config: ServerConfig,
+}
+
+impl<T, H> std::fmt::Debug for StreamServer<T, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamServer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn path_segment(op: Operation) -> &'static str {
+    match op {
+        Operation::Exec => "exec",
+        Operation::Attach => "attach",
+        Operation::PortForward => "portforward",
+    }
+}
+
+fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+impl<T, H> StreamServer<T, H>
+where
+    T: Send + 'static,
+    H: Handler<T>,
+{
+    /// A server that hands sessions to `handler`.
+    pub fn new(handler: H, config: ServerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            tokens: TokenStore::new(config.token_ttl, config.max_tokens),
+            handler,
+            config,
+        })
+    }
+
+    /// Registers a request and returns its URL path
+    /// (`/exec/{token}`, ...). `shape` is ignored for port-forward.
+    pub fn register(
+        &self,
+        operation: Operation,
+        shape: ExecShape,
+        request: T,
+    ) -> Result<String, TokenError> {
+        let token = self.tokens.insert(Pending {
+            operation,
+            shape,
+            request,
+        })?;
+        Ok(format!("/{}/{token}", path_segment(operation)))
+    }
+
+    /// Accepts connections on `listener` until it fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (io, peer) = listener.accept().await?;
+            let server = self.clone();
+            tokio::spawn(async move {
+                tracing::debug!(%peer, "streaming connection");
+                server.serve_connection(io).await;
+            });
+        }
+    }
+
+    /// Serves HTTP/1.1 on one accepted connection (plain TCP or TLS).
+    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let server = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await
+        {
+            tracing::debug!(error = %e, "streaming http connection");
+        }
+    }
+
+    fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().trim_start_matches('/');
+        let (op, token) = match path.split_once('/') {
+            Some(("exec", t)) => (Operation::Exec, t),
+            Some(("attach", t)) => (Operation::Attach, t),
+            Some(("portforward", t)) => (Operation::PortForward, t),
+            _ => return response(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        let pending = match self.tokens.take(token) {
+            Ok(p) if p.operation == op => p,
+            _ => return response(StatusCode::NOT_FOUND, "unknown or expired token\n"),
+        };
+        let upgrade = req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let transport = if upgrade.eq_ignore_ascii_case(spdy::UPGRADE) {
+            Transport::Spdy
+        } else if upgrade.eq_ignore_ascii_case("websocket") {
+            Transport::WebSocket
+        } else {
+            return response(
+                StatusCode::BAD_REQUEST,
+                "streaming requires Upgrade: SPDY/3.1 or websocket\n",
+            );
+        };
+        let offers = match transport {
+            Transport::Spdy => header_values(req.headers(), HEADER_STREAM_PROTOCOL_VERSION),
+            Transport::WebSocket => header_values(req.headers(), HEADER_WEBSOCKET_PROTOCOL),
+        };
+        let protocol = match negotiate(op, transport, offers) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut r = response(StatusCode::FORBIDDEN, format!("{e}\n"));
+                if let Ok(v) = HeaderValue::from_str(e.accepted()) {
+                    r.headers_mut()
+                        .insert(HEADER_ACCEPTED_STREAM_PROTOCOL_VERSIONS, v);
+                }
+                return r;
+            }
+        };
+        let mut resp = response(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+        let h = resp.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        match transport {
+            Transport::Spdy => {
+                h.insert(UPGRADE, HeaderValue::from_static(spdy::UPGRADE));
+                h.insert(
+                    HEADER_STREAM_PROTOCOL_VERSION,
+                    HeaderValue::from_static(protocol.name()),
+                );
+            }
+            Transport::WebSocket => {
+                let key = req.headers().get("Sec-WebSocket-Key").map(|k| k.as_bytes());
+                let version = req.headers().get("Sec-WebSocket-Version");
+                let (Some(key), Some(b"13")) = (key, version.map(|v| v.as_bytes())) else {
+                    return response(StatusCode::BAD_REQUEST, "bad websocket handshake\n");
+                };
+                let accept = websocket::derive_accept_key(key);
+                h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                if let Ok(v) = HeaderValue::from_str(&accept) {
+                    h.insert("Sec-WebSocket-Accept", v);
+                }
+                h.insert(
+                    HEADER_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(protocol.name()),
+                );
+            }
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    server
+                        .run_session(TokioIo::new(upgraded), transport, protocol, pending)
+                        .await
+                }
+                Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
+            }
+        });
+        resp
+    }
+
+    async fn run_session<IO>(
+        &self,
+        io: IO,
+        transport: Transport,
+        protocol: StreamProtocol,
+        pending: Pending<T>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Pending {
+            operation,
+            shape,
+            request,
+        } = pending;
+        let ws_protocol = match protocol {
+            StreamProtocol::ChannelV5 => ChannelProtocol::V5,
+            _ => ChannelProtocol::V4,
+        };
+        match (transport, operation) {
+            (Transport::WebSocket, Operation::Exec | Operation::Attach) => {
+                let ws = websocket::server(io, self.config.max_ws_message).await;
+                match ExecChannels::from_websocket(
+                    ws,
+                    ws_protocol,
+                    shape,
+                    self.config.max_ws_message,
+                )
+                .await
+                {
+                    Ok(ch) => {
+                        self.handler
+                            .serve(operation, request, Session::Exec(ch))
+                            .await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket exec setup failed"),
+                }
+            }
+            (Transport::WebSocket, Operation::PortForward) => {
+                let ws = websocket::server(io, self.config.max_ws_message).await;
+                let tunnel = Tunnel::new(ws, self.config.max_ws_message);
+                self.spdy_session(tunnel, operation, protocol, shape, request)
+                    .await;
+            }
+            (Transport::Spdy, _) => {
+                self.spdy_session(io, operation, protocol, shape, request)
+                    .await;
+            }
+        }
+    }
+
+    async fn spdy_session<IO>(
+        &self,
+        io: IO,
+        operation: Operation,
+        protocol: StreamProtocol,
+        shape: ExecShape,
+        request: T,
+    ) where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut conn, driver) = match Connection::new(io, self.config.spdy.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start spdy session");
+                return;
+            }
+        };
+        let (gone_tx, disconnect) = Disconnect::new();
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %e, "spdy session ended");
+            }
+            let _ = gone_tx.send(true);
+        });
+        match operation {
+            Operation::PortForward => {
+                let closer = conn.closer();
+                let pf = PortForwardStreams::new(
+                    conn,
+                    self.config.port_forward_pair_timeout,
+                    disconnect,
+                );
+                self.handler
+                    .serve(operation, request, Session::PortForward(pf))
+                    .await;
+                let _ = closer.close().await;
+            }
+            Operation::Exec | Operation::Attach => {
+                let channels = ExecChannels::from_spdy(
+                    &mut conn,
+                    protocol,
+                    shape,
+                    self.config.stream_creation_timeout,
+                    disconnect,
+                )
+                .await;
+                match channels {
+                    Ok(ch) => {
+                        self.handler
+                            .serve(operation, request, Session::Exec(ch))
+                            .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "spdy exec setup failed"),
+                }
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
