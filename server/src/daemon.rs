@@ -17,6 +17,7 @@ use crate::container::Containers;
 use crate::cri::{Daemon, HandlerFeatures};
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
+use crate::streaming::Streaming;
 use krio_image::{ImageStore, ImageStoreOptions};
 
 /// Mode of the CRI socket: the kubelet runs as root; a group may be let in.
@@ -65,13 +66,27 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         .await
         .context("recovering state")??
     };
+    let containers = Arc::new(containers);
+    let streaming = Streaming::start(
+        config.streaming.address,
+        config.streaming.port,
+        containers.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the streaming server on {}:{}",
+            config.streaming.address, config.streaming.port
+        )
+    })?;
     let daemon = Arc::new(Daemon {
         config,
         config_files,
         sandboxes: Arc::new(sandboxes),
         images,
-        containers: Arc::new(containers),
+        containers,
         handler_features,
+        streaming,
     });
     let (runtime_service, image_service) = daemon.services();
 

@@ -10,6 +10,7 @@ mod error;
 mod logging;
 mod sandbox;
 mod state;
+mod streaming;
 
 use anyhow::Context;
 use clap::Parser;

@@ -3,13 +3,13 @@
 //! before the answer, so no probe leaves a process behind.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use krio_proto::v1;
-use krio_runtime::oci::{ExecOptions, OciCli, OciRuntime};
+use krio_runtime::oci::{ExecCommand, ExecOptions, OciCli, OciRuntime};
 
 use crate::error::Error;
 use crate::state::ContainerRecord;
@@ -17,6 +17,65 @@ use crate::state::ContainerRecord;
 /// At most this much of each stream is kept (the kubelet's probes need a
 /// few KiB; CVE-2022-1708 was an unbounded buffer here).
 pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// An exec about to run: the runtime's command line, and what is needed to
+/// kill the process inside the container later.
+pub struct PreparedExec {
+    /// The OCI runtime's `exec` command (stdio not yet set).
+    pub exec: ExecCommand,
+    pid_file: PathBuf,
+    _files: RemoveFiles,
+}
+
+impl PreparedExec {
+    /// Kills the exec'd process inside the container (its PID is in the
+    /// runtime's pid file), e.g. after a timeout or a client disconnect.
+    pub fn kill(&self) {
+        if let Ok(pid) =
+            std::fs::read_to_string(&self.pid_file).map(|s| s.trim().parse::<i32>().unwrap_or(0))
+            && pid > 0
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Prepares `cmd` to run in the container with the container's process
+/// settings (user, env, cwd, capabilities).
+pub fn prepare(
+    runtime: &OciCli,
+    record: &ContainerRecord,
+    cmd: &[String],
+) -> Result<PreparedExec, Error> {
+    let run_dir = record.bundle.parent().ok_or_else(|| {
+        Error::internal("exec", std::io::Error::other("container has no run dir"))
+    })?;
+    let tag = super::new_id()?;
+    let process_json = run_dir.join(format!("exec-{}.json", &tag[..16]));
+    let pid_file = run_dir.join(format!("exec-{}.pid", &tag[..16]));
+    let files = RemoveFiles(vec![process_json.clone(), pid_file.clone()]);
+    write_process(&record.bundle.join("config.json"), &process_json, cmd)?;
+    let exec = runtime
+        .exec(
+            &record.id,
+            &ExecOptions {
+                process_json,
+                tty: false,
+                console_socket: None,
+                pid_file: Some(pid_file.clone()),
+                detach: false,
+            },
+        )
+        .map_err(|e| Error::internal("preparing the exec", e))?;
+    Ok(PreparedExec {
+        exec,
+        pid_file,
+        _files: files,
+    })
+}
 
 /// Runs `cmd` in the container and waits for it (at most `timeout` seconds
 /// when positive).
@@ -26,28 +85,9 @@ pub fn exec_sync(
     cmd: &[String],
     timeout: i64,
 ) -> Result<v1::ExecSyncResponse, Error> {
-    let run_dir = record.bundle.parent().ok_or_else(|| {
-        Error::internal("exec", std::io::Error::other("container has no run dir"))
-    })?;
-    let tag = super::new_id()?;
-    let process_json = run_dir.join(format!("exec-{}.json", &tag[..16]));
-    let pid_file = run_dir.join(format!("exec-{}.pid", &tag[..16]));
-    let _cleanup = RemoveFiles(vec![process_json.clone(), pid_file.clone()]);
-    write_process(&record.bundle.join("config.json"), &process_json, cmd)?;
-
-    let mut exec = runtime
-        .exec(
-            &record.id,
-            &ExecOptions {
-                process_json: process_json.clone(),
-                tty: false,
-                console_socket: None,
-                pid_file: Some(pid_file.clone()),
-                detach: false,
-            },
-        )
-        .map_err(|e| Error::internal("preparing the exec", e))?;
-    let mut child = exec
+    let mut prepared = prepare(runtime, record, cmd)?;
+    let mut child = prepared
+        .exec
         .command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -70,16 +110,8 @@ pub fn exec_sync(
         rx.recv().is_err()
     };
     if timed_out {
-        // Kill the command inside the container, then the runtime's exec.
-        if let Ok(pid) =
-            std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>().unwrap_or(0))
-            && pid > 0
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        // Kill the command inside the container; runc's exec then ends.
+        prepared.kill();
     }
     let status = waiter
         .join()
@@ -106,7 +138,7 @@ pub fn exec_sync(
     };
     if exit_code != 0 && stdout.is_empty() && stderr.is_empty() {
         // runc's own failure (e.g. the binary is missing) is in its log.
-        let message = exec.log.message();
+        let message = prepared.exec.log.message();
         if !message.is_empty() {
             return Ok(v1::ExecSyncResponse {
                 stdout,
@@ -153,7 +185,7 @@ fn capped_reader(mut stream: impl Read + Send + 'static) -> std::thread::JoinHan
     })
 }
 
-struct RemoveFiles(Vec<std::path::PathBuf>);
+struct RemoveFiles(Vec<PathBuf>);
 
 impl Drop for RemoveFiles {
     fn drop(&mut self) {

@@ -5,7 +5,7 @@
 //! monitor, which outlives daemon restarts. Exits are read from the
 //! monitor's exit file when the state is asked for.
 
-mod exec;
+pub mod exec;
 mod stats;
 mod view;
 
@@ -655,6 +655,26 @@ impl Containers {
         }
         monitor::reopen_log(&record.state_dir)
             .map_err(|e| Error::internal("reopening the container log", e))
+    }
+
+    /// The container, which must be running (for exec and attach).
+    pub fn running(&self, id: &str) -> Result<ContainerRecord, Error> {
+        let record = self
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        Ok(record)
+    }
+
+    /// A streaming exec's command, ready to spawn (blocking).
+    pub fn exec_command(&self, id: &str, cmd: &[String]) -> Result<exec::PreparedExec, Error> {
+        let record = self.running(id)?;
+        exec::prepare(&self.runtime(&record)?, &record, cmd)
     }
 
     /// `ExecSync` (blocking).

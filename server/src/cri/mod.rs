@@ -38,6 +38,8 @@ pub struct Daemon {
     pub containers: Arc<crate::container::Containers>,
     /// What each runtime handler supports, probed at start.
     pub handler_features: HandlerFeatures,
+    /// The streaming server for exec, attach and port-forward.
+    pub streaming: crate::streaming::Streaming,
 }
 
 /// The optional CRI features of one runtime handler.

@@ -248,23 +248,32 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn exec(
         &self,
-        _req: Request<v1::ExecRequest>,
+        req: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "Exec").into())
+        Ok(Response::new(crate::streaming::rpc::exec(
+            &self.daemon,
+            req.get_ref(),
+        )?))
     }
 
     async fn attach(
         &self,
-        _req: Request<v1::AttachRequest>,
+        req: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "Attach").into())
+        Ok(Response::new(crate::streaming::rpc::attach(
+            &self.daemon,
+            req.get_ref(),
+        )?))
     }
 
     async fn port_forward(
         &self,
-        _req: Request<v1::PortForwardRequest>,
+        req: Request<v1::PortForwardRequest>,
     ) -> Result<Response<v1::PortForwardResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "PortForward").into())
+        Ok(Response::new(crate::streaming::rpc::port_forward(
+            &self.daemon,
+            req.get_ref(),
+        )?))
     }
 
     async fn container_stats(

@@ -1,0 +1,479 @@
+//! The streaming server: `Exec`, `Attach` and `PortForward` hand out a
+//! single-use URL here; the client upgrades a connection on it (SPDY or
+//! WebSocket, see `krio-streaming`) and this module serves the session:
+//! the OCI runtime's exec, the monitor's attach socket, or a TCP connection
+//! dialled inside the pod's network namespace.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use krio_proto::v1;
+use krio_runtime::monitor::{AttachClient, AttachEvent};
+use krio_streaming::protocol::{Operation, Status, TerminalSize};
+use krio_streaming::server::{Handler, ServerConfig, Session, StreamServer};
+use krio_streaming::session::{ExecChannels, ExecShape, PortForwardPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::container::Containers;
+use crate::error::Error;
+
+/// What a token stands for.
+#[derive(Debug, Clone)]
+pub enum StreamRequest {
+    /// Run `cmd` in the container.
+    Exec {
+        /// The container.
+        container_id: String,
+        /// The command.
+        cmd: Vec<String>,
+    },
+    /// Join the container's stdio through its monitor.
+    Attach {
+        /// The monitor's state dir.
+        state_dir: PathBuf,
+    },
+    /// Dial ports inside the pod.
+    PortForward {
+        /// The pod's network namespace pin (`None`: the node's).
+        netns: Option<PathBuf>,
+    },
+}
+
+/// Serves the sessions.
+pub struct Sessions {
+    containers: Arc<Containers>,
+}
+
+/// The running streaming server and its base URL.
+pub struct Streaming {
+    server: Arc<StreamServer<StreamRequest, Sessions>>,
+    base_url: String,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl Streaming {
+    /// Binds the configured address and serves in the background.
+    pub async fn start(
+        address: std::net::IpAddr,
+        port: u16,
+        containers: Arc<Containers>,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((address, port)).await?;
+        let local = listener.local_addr()?;
+        let server = StreamServer::new(Sessions { containers }, ServerConfig::default());
+        let serving = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener).await {
+                tracing::error!(error = %e, "streaming server stopped");
+            }
+        });
+        tracing::info!(address = %local, "streaming server listening");
+        Ok(Self {
+            server,
+            base_url: format!("http://{local}"),
+        })
+    }
+
+    /// Registers a request; returns the URL the client upgrades on.
+    pub fn url(
+        &self,
+        operation: Operation,
+        shape: ExecShape,
+        request: StreamRequest,
+    ) -> Result<String, Error> {
+        let path = self
+            .server
+            .register(operation, shape, request)
+            .map_err(|e| Error::Unavailable(format!("cannot hand out a streaming URL: {e}")))?;
+        Ok(format!("{}{path}", self.base_url))
+    }
+}
+
+/// Checks the stdio shape of an `Exec` or `Attach` request.
+pub fn shape(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<ExecShape, Error> {
+    if !(stdin || stdout || stderr) {
+        return Err(Error::InvalidArgument(
+            "one of stdin, stdout and stderr must be set".into(),
+        ));
+    }
+    if tty && stderr {
+        return Err(Error::InvalidArgument(
+            "tty and stderr cannot both be set".into(),
+        ));
+    }
+    Ok(ExecShape {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    })
+}
+
+impl Handler<StreamRequest> for Sessions {
+    async fn serve(&self, _operation: Operation, request: StreamRequest, session: Session) {
+        match (request, session) {
+            (StreamRequest::Exec { container_id, cmd }, Session::Exec(channels)) => {
+                if let Err((err, Some(channels))) = self.exec(&container_id, &cmd, channels).await {
+                    let _ = channels
+                        .status
+                        .finish(&Status::failure(err.to_string()))
+                        .await;
+                }
+            }
+            (StreamRequest::Attach { state_dir }, Session::Exec(channels)) => {
+                attach(state_dir, channels).await
+            }
+            (StreamRequest::PortForward { netns }, Session::PortForward(mut pf)) => {
+                while let Some(pair) = pf.next().await {
+                    let netns = netns.clone();
+                    tokio::spawn(forward(netns, pair));
+                }
+            }
+            _ => tracing::warn!("stream session does not match its request"),
+        }
+    }
+}
+
+impl Sessions {
+    /// A non-TTY exec: the runtime's `exec` with pipes, bridged to the
+    /// client's channels; the exit code goes to the error channel.
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        mut channels: ExecChannels,
+    ) -> Result<(), (Error, Option<ExecChannels>)> {
+        if channels.resize.is_some() {
+            return Err((
+                Error::Unimplemented {
+                    service: "RuntimeService",
+                    rpc: "Exec with a TTY",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                Some(channels),
+            ));
+        }
+        let containers = self.containers.clone();
+        let id = container_id.to_owned();
+        let cmd = cmd.to_vec();
+        let prepared = tokio::task::spawn_blocking(move || containers.exec_command(&id, &cmd))
+            .await
+            .map_err(|e| Error::internal("exec", e));
+        let mut prepared = match prepared.and_then(|r| r) {
+            Ok(p) => p,
+            Err(e) => return Err((e, Some(channels))),
+        };
+        let mut command = tokio::process::Command::from(std::mem::replace(
+            &mut prepared.exec.command,
+            std::process::Command::new("true"),
+        ));
+        command
+            .stdin(if channels.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Err((
+                    Error::internal("running the OCI runtime's exec", e),
+                    Some(channels),
+                ));
+            }
+        };
+        let mut stdin_task = None;
+        if let (Some(mut input), Some(mut pipe)) = (channels.stdin.take(), child.stdin.take()) {
+            stdin_task = Some(tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = input.read(&mut buf).await {
+                    if n == 0 || pipe.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping the pipe closes the process's stdin.
+            }));
+        }
+        let out = pump(child.stdout.take(), channels.stdout.take());
+        let err = pump(child.stderr.take(), channels.stderr.take());
+        let mut disconnect = channels.disconnect.clone();
+        let waited = tokio::select! {
+            status = child.wait() => Some(status),
+            () = disconnect.wait() => None,
+        };
+        let Some(status) = waited else {
+            // The client went away: nothing may be left running.
+            prepared.kill();
+            let _ = child.kill().await;
+            if let Some(t) = stdin_task {
+                t.abort();
+            }
+            return Ok(());
+        };
+        let _ = tokio::join!(out, err);
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+        let code = match status {
+            Ok(s) => s.code().unwrap_or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                128 + s.signal().unwrap_or(0)
+            }),
+            Err(e) => {
+                let _ = channels
+                    .status
+                    .finish(&Status::failure(format!("waiting for the exec: {e}")))
+                    .await;
+                return Ok(());
+            }
+        };
+        let _ = channels.status.finish(&Status::from_exit(code)).await;
+        Ok(())
+    }
+}
+
+/// Copies a process pipe to a client channel until EOF, then closes it.
+async fn pump(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
+    channel: Option<krio_streaming::session::OutputChannel>,
+) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(ch) = &channel
+                    && ch.write(&buf[..n]).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(ch) = channel {
+        let _ = ch.close().await;
+    }
+}
+
+/// Attach: the monitor's attach socket bridged to the client's channels.
+async fn attach(state_dir: PathBuf, mut channels: ExecChannels) {
+    let client = match tokio::task::spawn_blocking(move || AttachClient::connect(&state_dir)).await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let _ = channels
+                .status
+                .finish(&Status::failure(format!("cannot attach: {e}")))
+                .await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let (writer, resizer) = match (client.try_clone(), client.try_clone()) {
+        (Ok(w), Ok(r)) => (Arc::new(w), r),
+        _ => return,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<AttachEvent>(64);
+    // The monitor's socket is blocking: read it on its own thread.
+    std::thread::spawn(move || {
+        while let Ok(Some(event)) = client.recv() {
+            if tx.blocking_send(event).is_err() {
+                break;
+            }
+        }
+    });
+    if let Some(mut input) = channels.stdin.take() {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = input.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let data = buf[..n].to_vec();
+                let w = writer.clone();
+                if tokio::task::spawn_blocking(move || w.send_stdin(&data))
+                    .await
+                    .map(|r| r.is_err())
+                    .unwrap_or(true)
+                {
+                    return;
+                }
+            }
+            let w = writer.clone();
+            let _ = tokio::task::spawn_blocking(move || w.close_stdin()).await;
+        });
+    }
+    if let Some(mut resize) = channels.resize.take() {
+        tokio::spawn(async move {
+            while let Some(TerminalSize { width, height }) = resize.next().await {
+                let _ = resizer.resize(width, height);
+            }
+        });
+    }
+    let mut disconnect = channels.disconnect.clone();
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(AttachEvent::Stdout(data)) => {
+                    if let Some(ch) = &channels.stdout { let _ = ch.write(&data).await; }
+                }
+                Some(AttachEvent::Stderr(data)) => {
+                    let ch = channels.stderr.as_ref().or(channels.stdout.as_ref());
+                    if let Some(ch) = ch { let _ = ch.write(&data).await; }
+                }
+                None => break,
+            },
+            () = disconnect.wait() => return,
+        }
+    }
+    for ch in [&channels.stdout, &channels.stderr].into_iter().flatten() {
+        let _ = ch.close().await;
+    }
+    let _ = channels.status.finish(&Status::success()).await;
+}
+
+/// One port-forward stream pair: a TCP connection to `port` inside the
+/// pod's network namespace.
+async fn forward(netns: Option<PathBuf>, pair: PortForwardPair) {
+    let port = pair.port;
+    let dialled = tokio::task::spawn_blocking(move || dial(netns, port)).await;
+    let tcp = match dialled {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            let _ = pair
+                .error
+                .write(format!("cannot connect to port {port} in the pod: {e}").as_bytes())
+                .await;
+            let _ = pair.error.close().await;
+            let _ = pair.data.close().await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) else {
+        return;
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let data = pair.data.clone();
+    let upstream = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = data.read(&mut buf).await {
+            if n == 0 || wr.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if pair.data.write(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = pair.data.close().await;
+    let _ = pair.error.close().await;
+    let _ = upstream.await;
+}
+
+/// Connects to localhost:`port` in `netns` from a thread that joins it (a
+/// socket keeps the namespace it was created in).
+fn dial(netns: Option<PathBuf>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            let file = std::fs::File::open(&ns)?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+        }
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        tcp.set_nonblocking(true)?;
+        Ok(tcp)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("dial thread panicked"))?
+}
+
+/// Builds the `Exec`/`Attach`/`PortForward` responses.
+pub mod rpc {
+    use super::*;
+
+    /// `Exec`.
+    pub fn exec(
+        daemon: &crate::cri::Daemon,
+        req: &v1::ExecRequest,
+    ) -> Result<v1::ExecResponse, Error> {
+        let shape = shape(req.stdin, req.stdout, req.stderr, req.tty)?;
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument("cmd is required".into()));
+        }
+        daemon.containers.running(&req.container_id)?;
+        let url = daemon.streaming.url(
+            Operation::Exec,
+            shape,
+            StreamRequest::Exec {
+                container_id: req.container_id.clone(),
+                cmd: req.cmd.clone(),
+            },
+        )?;
+        Ok(v1::ExecResponse { url })
+    }
+
+    /// `Attach`.
+    pub fn attach(
+        daemon: &crate::cri::Daemon,
+        req: &v1::AttachRequest,
+    ) -> Result<v1::AttachResponse, Error> {
+        let shape = shape(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let record = daemon.containers.running(&req.container_id)?;
+        let url = daemon.streaming.url(
+            Operation::Attach,
+            shape,
+            StreamRequest::Attach {
+                state_dir: record.state_dir,
+            },
+        )?;
+        Ok(v1::AttachResponse { url })
+    }
+
+    /// `PortForward`.
+    pub fn port_forward(
+        daemon: &crate::cri::Daemon,
+        req: &v1::PortForwardRequest,
+    ) -> Result<v1::PortForwardResponse, Error> {
+        let pod = daemon.sandboxes.get(&req.pod_sandbox_id)?.ok_or_else(|| {
+            Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+        for port in &req.port {
+            if !(1..=65535).contains(port) {
+                return Err(Error::InvalidArgument(format!(
+                    "port {port} is out of range 1-65535"
+                )));
+            }
+        }
+        let url = daemon.streaming.url(
+            Operation::PortForward,
+            ExecShape::default(),
+            StreamRequest::PortForward {
+                netns: pod.namespaces.net,
+            },
+        )?;
+        Ok(v1::PortForwardResponse { url })
+    }
+}
