@@ -79,6 +79,9 @@ pub enum Command {
     Config,
     /// Print krio's version and the CRI version it serves.
     Version,
+    /// Internal: run a detached OCI runtime exec and wait for its process.
+    #[command(hide = true)]
+    ExecWait(crate::exec_wait::ExecWaitArgs),
     /// Internal: hold a pod's shared PID namespace (started by the daemon).
     #[command(hide = true)]
     PodInfra(crate::sandbox::infra::InfraArgs),

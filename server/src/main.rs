@@ -7,6 +7,7 @@ mod container;
 mod cri;
 mod daemon;
 mod error;
+mod exec_wait;
 mod logging;
 mod sandbox;
 mod state;
@@ -20,6 +21,10 @@ fn main() -> anyhow::Result<()> {
     // Before anything else: this process must stay single-threaded.
     if let Some(cli::Command::PodInfra(args)) = &cli.command {
         return sandbox::infra::run_infra(args);
+    }
+    if let Some(cli::Command::ExecWait(args)) = &cli.command {
+        let code = exec_wait::run(args)?;
+        std::process::exit(code);
     }
     let (config, files) =
         config::load(&cli.sources(), &cli.overrides()).context("loading configuration")?;
@@ -37,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(cli::Command::PodInfra(ref args)) => sandbox::infra::run_infra(args),
+        Some(cli::Command::ExecWait(ref args)) => std::process::exit(exec_wait::run(args)?),
         Some(cli::Command::Version) => {
             println!("krio {}", env!("CARGO_PKG_VERSION"));
             println!(

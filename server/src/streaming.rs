@@ -151,20 +151,11 @@ impl Sessions {
         cmd: &[String],
         mut channels: ExecChannels,
     ) -> Result<(), (Error, Option<ExecChannels>)> {
-        if channels.resize.is_some() {
-            return Err((
-                Error::Unimplemented {
-                    service: "RuntimeService",
-                    rpc: "Exec with a TTY",
-                    version: env!("CARGO_PKG_VERSION"),
-                },
-                Some(channels),
-            ));
-        }
+        let tty = channels.resize.is_some();
         let containers = self.containers.clone();
         let id = container_id.to_owned();
         let cmd = cmd.to_vec();
-        let prepared = tokio::task::spawn_blocking(move || containers.exec_command(&id, &cmd))
+        let prepared = tokio::task::spawn_blocking(move || containers.exec_command(&id, &cmd, tty))
             .await
             .map_err(|e| Error::internal("exec", e));
         let mut prepared = match prepared.and_then(|r| r) {
@@ -175,6 +166,11 @@ impl Sessions {
             &mut prepared.exec.command,
             std::process::Command::new("true"),
         ));
+        if tty {
+            return exec_tty(command, prepared, channels)
+                .await
+                .map_err(|e| (e, None));
+        }
         command
             .stdin(if channels.stdin.is_some() {
                 Stdio::piped()
@@ -241,6 +237,96 @@ impl Sessions {
         let _ = channels.status.finish(&Status::from_exit(code)).await;
         Ok(())
     }
+}
+
+/// A TTY exec: the runtime hands the pty master over the console socket;
+/// it carries stdin and output both ways, and resizes apply to it.
+async fn exec_tty(
+    mut command: tokio::process::Command,
+    mut prepared: crate::container::exec::PreparedExec,
+    mut channels: ExecChannels,
+) -> Result<(), Error> {
+    let listener = prepared
+        .console
+        .take()
+        .ok_or_else(|| Error::internal("exec", std::io::Error::other("no console socket")))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::internal("running the OCI runtime's exec", e))?;
+    let master = tokio::task::spawn_blocking(move || {
+        krio_runtime::monitor::console::receive_pty_master(
+            &listener,
+            std::time::Duration::from_secs(10),
+            || false,
+        )
+    })
+    .await
+    .map_err(|e| Error::internal("exec", e))?;
+    let master = match master {
+        Ok(m) => std::fs::File::from(m),
+        Err(e) => {
+            let _ = child.kill().await;
+            let message = prepared.exec.log.message();
+            let _ = channels
+                .status
+                .finish(&Status::failure(format!(
+                    "the OCI runtime gave no terminal: {e} {message}"
+                )))
+                .await;
+            return Ok(());
+        }
+    };
+    let clone = |f: &std::fs::File| f.try_clone().map_err(|e| Error::internal("exec", e));
+    let (reader, writer, sizer) = (clone(&master)?, clone(&master)?, master);
+    if let Some(mut resize) = channels.resize.take() {
+        tokio::spawn(async move {
+            while let Some(TerminalSize { width, height }) = resize.next().await {
+                let _ = krio_runtime::monitor::console::set_size(&sizer, width, height);
+            }
+        });
+    }
+    let stdin_task = channels.stdin.take().map(|mut input| {
+        let mut writer = tokio::fs::File::from_std(writer);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = input.read(&mut buf).await {
+                if n == 0 || writer.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                let _ = writer.flush().await;
+            }
+        })
+    });
+    // A pty master reads EIO once the process side is gone: that is EOF.
+    let output = pump(
+        Some(tokio::fs::File::from_std(reader)),
+        channels.stdout.take(),
+    );
+    let mut disconnect = channels.disconnect.clone();
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = disconnect.wait() => {
+            prepared.kill();
+            let _ = child.kill().await;
+            if let Some(t) = stdin_task { t.abort(); }
+            return Ok(());
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), output).await;
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    let code = match status {
+        Ok(s) => s.code().unwrap_or(-1),
+        Err(e) => return Err(Error::internal("waiting for the exec", e)),
+    };
+    let _ = channels.status.finish(&Status::from_exit(code)).await;
+    Ok(())
 }
 
 /// Copies a process pipe to a client channel until EOF, then closes it.

@@ -77,6 +77,7 @@
 
 mod attach;
 mod client;
+pub mod console;
 mod cri_log;
 mod detach;
 mod event_loop;

@@ -23,6 +23,8 @@ pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 pub struct PreparedExec {
     /// The OCI runtime's `exec` command (stdio not yet set).
     pub exec: ExecCommand,
+    /// For a TTY exec: the console socket the runtime sends the pty to.
+    pub console: Option<std::os::unix::net::UnixListener>,
     pid_file: PathBuf,
     _files: RemoveFiles,
 }
@@ -49,6 +51,7 @@ pub fn prepare(
     runtime: &OciCli,
     record: &ContainerRecord,
     cmd: &[String],
+    tty: bool,
 ) -> Result<PreparedExec, Error> {
     let run_dir = record.bundle.parent().ok_or_else(|| {
         Error::internal("exec", std::io::Error::other("container has no run dir"))
@@ -56,22 +59,68 @@ pub fn prepare(
     let tag = super::new_id()?;
     let process_json = run_dir.join(format!("exec-{}.json", &tag[..16]));
     let pid_file = run_dir.join(format!("exec-{}.pid", &tag[..16]));
-    let files = RemoveFiles(vec![process_json.clone(), pid_file.clone()]);
-    write_process(&record.bundle.join("config.json"), &process_json, cmd)?;
+    // In the short state dir: a socket path must fit in sockaddr_un.
+    let console_path = record
+        .state_dir
+        .parent()
+        .unwrap_or(&record.state_dir)
+        .join(format!("e{}.sock", &tag[..24]));
+    let files = RemoveFiles(vec![
+        process_json.clone(),
+        pid_file.clone(),
+        console_path.clone(),
+    ]);
+    write_process(&record.bundle.join("config.json"), &process_json, cmd, tty)?;
+    let console = if tty {
+        Some(
+            std::os::unix::net::UnixListener::bind(&console_path).map_err(|e| {
+                Error::internal(
+                    format!("binding the console socket {}", console_path.display()),
+                    e,
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let exec = runtime
         .exec(
             &record.id,
             &ExecOptions {
                 process_json,
-                tty: false,
-                console_socket: None,
+                tty,
+                console_socket: tty.then(|| console_path.clone()),
+                // runc hands a TTY's console over only when it detaches.
                 pid_file: Some(pid_file.clone()),
-                detach: false,
+                detach: tty,
             },
         )
         .map_err(|e| Error::internal("preparing the exec", e))?;
+    let mut exec = exec;
+    if tty {
+        // A detached process is not runc's child: wait for it through
+        // `krio exec-wait`, its subreaper.
+        let runtime_cmd = std::mem::replace(
+            &mut exec.command,
+            std::process::Command::new("/proc/self/exe"),
+        );
+        exec.command
+            .arg("exec-wait")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--")
+            .arg(runtime_cmd.get_program())
+            .args(runtime_cmd.get_args());
+        for (key, value) in runtime_cmd.get_envs() {
+            match value {
+                Some(v) => exec.command.env(key, v),
+                None => exec.command.env_remove(key),
+            };
+        }
+    }
     Ok(PreparedExec {
         exec,
+        console,
         pid_file,
         _files: files,
     })
@@ -85,7 +134,7 @@ pub fn exec_sync(
     cmd: &[String],
     timeout: i64,
 ) -> Result<v1::ExecSyncResponse, Error> {
-    let mut prepared = prepare(runtime, record, cmd)?;
+    let mut prepared = prepare(runtime, record, cmd, false)?;
     let mut child = prepared
         .exec
         .command
@@ -155,14 +204,14 @@ pub fn exec_sync(
 }
 
 /// The container's process with `cmd` as its args.
-fn write_process(config_json: &Path, out: &Path, cmd: &[String]) -> Result<(), Error> {
+fn write_process(config_json: &Path, out: &Path, cmd: &[String], tty: bool) -> Result<(), Error> {
     let text = std::fs::read(config_json)
         .map_err(|e| Error::internal(format!("reading {}", config_json.display()), e))?;
     let spec: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| Error::internal("parsing config.json", e))?;
     let mut process = spec.get("process").cloned().unwrap_or_default();
     process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
+    process["terminal"] = serde_json::json!(tty);
     std::fs::write(out, process.to_string())
         .map_err(|e| Error::internal(format!("writing {}", out.display()), e))
 }

@@ -672,9 +672,14 @@ impl Containers {
     }
 
     /// A streaming exec's command, ready to spawn (blocking).
-    pub fn exec_command(&self, id: &str, cmd: &[String]) -> Result<exec::PreparedExec, Error> {
+    pub fn exec_command(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<exec::PreparedExec, Error> {
         let record = self.running(id)?;
-        exec::prepare(&self.runtime(&record)?, &record, cmd)
+        exec::prepare(&self.runtime(&record)?, &record, cmd, tty)
     }
 
     /// `ExecSync` (blocking).
