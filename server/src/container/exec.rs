@@ -56,7 +56,7 @@ pub fn prepare(
     let run_dir = record.bundle.parent().ok_or_else(|| {
         Error::internal("exec", std::io::Error::other("container has no run dir"))
     })?;
-    let tag = super::new_id()?;
+    let tag = crate::clock::new_id()?;
     let process_json = run_dir.join(format!("exec-{}.json", &tag[..16]));
     let pid_file = run_dir.join(format!("exec-{}.pid", &tag[..16]));
     // In the short state dir: a socket path must fit in sockaddr_un.

@@ -100,18 +100,14 @@ impl Containers {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn handler(&self, name: &str) -> Result<&krio_runtime::handler::HandlerConfig, Error> {
+        self.config.runtime.handlers.get(name).ok_or_else(|| {
+            Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
+        })
+    }
+
     fn runtime(&self, record: &ContainerRecord) -> Result<OciCli, Error> {
-        let handler = self
-            .config
-            .runtime
-            .handlers
-            .get(&record.runtime_handler)
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "runtime handler {:?} is no longer configured",
-                    record.runtime_handler
-                ))
-            })?;
+        let handler = self.handler(&record.runtime_handler)?;
         Ok(OciCli::new(handler.path.clone())
             .with_root(handler.root.clone())
             .with_log_dir(self.config.runroot.join("runtime-logs")))
@@ -251,7 +247,7 @@ impl Containers {
             ))
         })?;
 
-        let id = new_id()?;
+        let id = crate::clock::new_id()?;
         {
             let mut names = self.lock_names();
             if let Some(existing) = names.get(&name_key) {
@@ -383,17 +379,7 @@ impl Containers {
                 .create(dir)
                 .map_err(|e| Error::internal(format!("creating log dir {}", dir.display()), e))?;
         }
-        let handler = self
-            .config
-            .runtime
-            .handlers
-            .get(&record.runtime_handler)
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "runtime handler {:?} is not configured",
-                    record.runtime_handler
-                ))
-            })?;
+        let handler = self.handler(&record.runtime_handler)?;
         let mut mc =
             MonitorConfig::new(&record.id, &record.bundle, &handler.path, &record.state_dir);
         mc.runtime_root.clone_from(&handler.root);
@@ -504,11 +490,14 @@ impl Containers {
             )));
         }
         let _span = tracing::info_span!("start_container", container_id = %record.id, pod_id = %record.pod_id).entered();
+        // Taken before the start: a process that exits at once must not
+        // look as if it finished before it started.
+        let started_at = crate::clock::now_ns();
         self.runtime(&record)?
             .start(&record.id)
             .map_err(|e| Error::internal("starting the container", e))?;
         record.state = ContainerState::Running;
-        record.started_at = crate::clock::now_ns();
+        record.started_at = started_at;
         self.save(&record)?;
         // It may already have run to completion.
         self.refresh(&mut record);
@@ -702,12 +691,4 @@ impl Containers {
 
 fn libc_sigterm() -> i32 {
     nix::sys::signal::Signal::SIGTERM as i32
-}
-
-/// A new random 64-hex-digit id.
-pub fn new_id() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Error::internal("generating an id", std::io::Error::other(e.to_string())))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -129,7 +129,7 @@ impl Sandboxes {
 
     /// The blocking part of creation, rolled back on any failure.
     fn create(&self, pod: validate::ValidPod) -> Result<String, Error> {
-        let id = new_id()?;
+        let id = crate::clock::new_id()?;
         let paths = PodPaths::new(&self.config.root, &self.config.runroot, &id);
         let mut record = PodRecord {
             id: id.clone(),
@@ -400,15 +400,6 @@ impl Sandboxes {
             .map(|(p, c)| view::list_entry(p, &c))
             .collect()
     }
-}
-
-/// A new random 64-hex-digit id.
-fn new_id() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        Error::internal("generating a pod id", std::io::Error::other(e.to_string()))
-    })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn decode_config(pod: &PodRecord) -> v1::PodSandboxConfig {
