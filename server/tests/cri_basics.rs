@@ -161,12 +161,13 @@ async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
     );
 
     let err = runtime
-        .exec(v1::ExecRequest::default())
+        .list_metric_descriptors(v1::ListMetricDescriptorsRequest {})
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("RuntimeService/Exec"),
+        err.message()
+            .contains("RuntimeService/ListMetricDescriptors"),
         "{}",
         err.message()
     );
