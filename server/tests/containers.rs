@@ -506,9 +506,43 @@ async fn stats_track_cpu_and_memory_of_a_running_container() {
         .expect("rate")
         .value;
     assert!(nano_cores > 50_000_000, "a busy core shows: {nano_cores}");
+    let second_cpu = cpu(&second);
     let memory = second.memory.expect("memory");
     assert!(memory.working_set_bytes.expect("working set").value > 15_000_000);
     assert_eq!(second.attributes.expect("attributes").id, id);
     assert!(second.writable_layer.is_some());
+
+    let pod = env
+        .client
+        .pod_sandbox_stats(v1::PodSandboxStatsRequest {
+            pod_sandbox_id: env.pod_id.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("pod stats");
+    assert_eq!(pod.attributes.expect("attributes").id, env.pod_id);
+    let linux = pod.linux.expect("linux stats");
+    assert_eq!(linux.containers.len(), 1, "the pod's one container");
+    let pod_cpu = linux
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .expect("pod cpu")
+        .value;
+    assert!(pod_cpu >= second_cpu, "the pod sums its containers");
+    let net = linux.network.expect("network stats from the pod's netns");
+    assert_eq!(
+        net.default_interface.expect("default interface").name,
+        "eth0"
+    );
+    let listed = env
+        .client
+        .list_pod_sandbox_stats(v1::ListPodSandboxStatsRequest::default())
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
     env.remove_pod().await;
 }

@@ -2,6 +2,7 @@
 
 mod image_service;
 mod images;
+mod pod_stats;
 mod runtime_info;
 mod runtime_service;
 

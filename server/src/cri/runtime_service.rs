@@ -322,25 +322,34 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<v1::PodSandboxStatsRequest>,
+        req: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "PodSandboxStats").into())
+        let stats = super::pod_stats::one(&self.daemon, &req.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(v1::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<v1::ListPodSandboxStatsRequest>,
+        req: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListPodSandboxStats").into())
+        let stats = super::pod_stats::list(&self.daemon, req.get_ref().filter.as_ref()).await?;
+        Ok(Response::new(v1::ListPodSandboxStatsResponse { stats }))
     }
 
     type StreamPodSandboxStatsStream = ResponseStream<v1::StreamPodSandboxStatsResponse>;
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _req: Request<v1::StreamPodSandboxStatsRequest>,
+        req: Request<v1::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamPodSandboxStats").into())
+        let stats = super::pod_stats::list(&self.daemon, req.get_ref().filter.as_ref()).await?;
+        Ok(Response::new(stream_each(stats, |s| {
+            v1::StreamPodSandboxStatsResponse {
+                pod_sandbox_stats: vec![s],
+            }
+        })))
     }
 
     async fn update_runtime_config(
