@@ -5,19 +5,8 @@ use std::collections::HashMap;
 use krio_image::{CriUser, ImageRecord, ImageStore, RegistryAuth};
 use krio_proto::v1;
 
-use super::Daemon;
+use super::{Daemon, blocking};
 use crate::error::{Error, Result};
-
-/// Runs a blocking store call off the reactor.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> std::result::Result<T, krio_image::ImageError> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(what, e))?
-        .map_err(Error::from)
-}
 
 fn image_name(spec: Option<&v1::ImageSpec>, field: &str) -> Result<String> {
     match spec.map(|s| s.image.trim()) {

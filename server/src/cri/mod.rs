@@ -76,3 +76,19 @@ where
         items.into_iter().map(move |item| Ok(wrap(item))),
     ))
 }
+
+/// Runs blocking work (disk, the store, the OCI runtime) off the reactor,
+/// mapping its error into the RPC error.
+pub async fn blocking<T, E>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> crate::error::Result<T>
+where
+    T: Send + 'static,
+    E: Into<crate::error::Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::Error::internal(what, e))?
+        .map_err(Into::into)
+}

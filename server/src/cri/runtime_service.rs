@@ -7,7 +7,7 @@ use krio_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::runtime_info;
-use super::{Daemon, ResponseStream, stream_each};
+use super::{Daemon, ResponseStream, blocking, stream_each};
 use crate::container::ContainerFilter;
 use crate::error::Error;
 use crate::sandbox::PodFilter;
@@ -60,7 +60,7 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
                 for id in containers.of_pod(&pod.id) {
                     containers.stop(&id, 0)?;
                 }
-                Ok(())
+                Ok::<_, Error>(())
             })
             .await?;
         }
@@ -79,7 +79,7 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
                 for id in containers.of_pod(&pod.id) {
                     containers.remove(&id)?;
                 }
-                Ok(())
+                Ok::<_, Error>(())
             })
             .await?;
         }
@@ -182,8 +182,10 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
         let containers = self.daemon.containers.clone();
         let filter = ContainerFilter::from_cri(req.get_ref().filter.as_ref());
-        let containers =
-            blocking("listing containers", move || Ok(containers.list(&filter))).await?;
+        let containers = blocking("listing containers", move || {
+            Ok::<_, Error>(containers.list(&filter))
+        })
+        .await?;
         Ok(Response::new(v1::ListContainersResponse { containers }))
     }
 
@@ -195,7 +197,10 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
         let containers = self.daemon.containers.clone();
         let filter = ContainerFilter::from_cri(req.get_ref().filter.as_ref());
-        let items = blocking("listing containers", move || Ok(containers.list(&filter))).await?;
+        let items = blocking("listing containers", move || {
+            Ok::<_, Error>(containers.list(&filter))
+        })
+        .await?;
         Ok(Response::new(stream_each(items, |container| {
             v1::StreamContainersResponse {
                 containers: vec![container],
@@ -295,7 +300,7 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         let containers = self.daemon.containers.clone();
         let filter = ContainerFilter::from_stats_filter(req.get_ref().filter.as_ref());
         let stats = blocking("reading container stats", move || {
-            Ok(containers.list_stats(&filter))
+            Ok::<_, Error>(containers.list_stats(&filter))
         })
         .await?;
         Ok(Response::new(v1::ListContainerStatsResponse { stats }))
@@ -310,7 +315,7 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         let containers = self.daemon.containers.clone();
         let filter = ContainerFilter::from_stats_filter(req.get_ref().filter.as_ref());
         let items = blocking("reading container stats", move || {
-            Ok(containers.list_stats(&filter))
+            Ok::<_, Error>(containers.list_stats(&filter))
         })
         .await?;
         Ok(Response::new(stream_each(items, |stats| {
@@ -443,14 +448,4 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
         Err(Error::unimplemented(SERVICE, "UpdatePodSandboxResources").into())
     }
-}
-
-/// Runs blocking container work off the reactor.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(what, e))?
 }
