@@ -38,8 +38,10 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     let _lock = RootLock::acquire(&config.root)?;
 
     let config = Arc::new(config);
+    let (events, event_queue) = crate::events::channel();
     let (sandboxes, images, containers, handler_features) = {
         let config = config.clone();
+        let events = events.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&config.root)?;
             let mut options = ImageStoreOptions::new(config.root.join("images"));
@@ -55,6 +57,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
                 store.clone(),
                 images.clone(),
                 &handler_features,
+                events,
             )?;
             Ok((
                 Sandboxes::recover(config, store)?,
@@ -67,6 +70,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         .context("recovering state")??
     };
     let containers = Arc::new(containers);
+    containers.start_exit_watcher();
     let streaming = Streaming::start(
         config.streaming.address,
         config.streaming.port,
@@ -87,7 +91,9 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         containers,
         handler_features,
         streaming,
+        events,
     });
+    tokio::spawn(crate::events::dispatch(daemon.clone(), event_queue));
     let (runtime_service, image_service) = daemon.services();
 
     // Bound last: a client that can connect finds krio ready.

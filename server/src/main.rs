@@ -7,6 +7,7 @@ mod container;
 mod cri;
 mod daemon;
 mod error;
+mod events;
 mod exec_wait;
 mod logging;
 mod sandbox;

@@ -546,3 +546,94 @@ async fn stats_track_cpu_and_memory_of_a_running_container() {
     assert_eq!(listed.len(), 1);
     env.remove_pod().await;
 }
+
+/// Reads events from the stream until one matches, failing after a bound.
+async fn next_event(
+    events: &mut tonic::Streaming<v1::ContainerEventResponse>,
+    id: &str,
+    kind: v1::ContainerEventType,
+) -> v1::ContainerEventResponse {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let event = events
+                .message()
+                .await
+                .expect("event stream")
+                .expect("stream open");
+            if event.container_id == id && event.container_event_type == kind as i32 {
+                return event;
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no {kind:?} event for {id}"))
+}
+
+#[tokio::test]
+async fn container_events_follow_the_lifecycle() {
+    if skip_unless_root("container_events_follow_the_lifecycle")
+        || !registry_ready("container_events_follow_the_lifecycle")
+    {
+        return;
+    }
+    let mut env = env(16, "events").await;
+    let mut events = env
+        .client
+        .get_container_events(v1::GetEventsRequest {})
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // Exits on its own: only the exit watcher can report it, nobody asks.
+    let id = env.run("ev", &["sh", "-c", "sleep 1; exit 4"]).await;
+    use v1::ContainerEventType as T;
+    let created = next_event(&mut events, &id, T::ContainerCreatedEvent).await;
+    let pod = created.pod_sandbox_status.expect("pod status");
+    assert_eq!(pod.id, env.pod_id);
+    assert_eq!(pod.metadata.expect("metadata").uid, "uid-events");
+    assert!(created.containers_statuses.iter().any(|c| c.id == id));
+    next_event(&mut events, &id, T::ContainerStartedEvent).await;
+    let stopped = next_event(&mut events, &id, T::ContainerStoppedEvent).await;
+    let st = stopped
+        .containers_statuses
+        .iter()
+        .find(|c| c.id == id)
+        .expect("the container's status in its event");
+    assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 4);
+    assert!(stopped.created_at >= created.created_at);
+
+    env.client
+        .remove_container(v1::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    let deleted = next_event(&mut events, &id, T::ContainerDeletedEvent).await;
+    assert!(deleted.containers_statuses.iter().all(|c| c.id != id));
+
+    // PodSandboxStatus carries its containers for the evented PLEG.
+    let second = env.run("ev2", &["sleep", "60"]).await;
+    let status = env
+        .client
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: env.pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("pod status")
+        .into_inner();
+    assert!(status.timestamp > 0);
+    assert_eq!(status.containers_statuses.len(), 1);
+    assert_eq!(status.containers_statuses[0].id, second);
+
+    let pod_id = env.pod_id.clone();
+    env.remove_pod().await;
+    next_event(&mut events, &second, T::ContainerStoppedEvent).await;
+    next_event(&mut events, &pod_id, T::ContainerStoppedEvent).await;
+    let gone = next_event(&mut events, &pod_id, T::ContainerDeletedEvent).await;
+    let last = gone
+        .pod_sandbox_status
+        .expect("the removed pod's last status");
+    assert_eq!(last.id, pod_id);
+    assert_eq!(last.state, v1::PodSandboxState::SandboxNotready as i32);
+}

@@ -3,16 +3,18 @@
 //!
 //! The daemon never holds a container as its child: each runs under its own
 //! monitor, which outlives daemon restarts. Exits are read from the
-//! monitor's exit file when the state is asked for.
+//! monitor's exit file, as soon as it appears (an inotify watch) and again
+//! whenever the state is asked for.
 
 pub mod exec;
+mod exit_watch;
 mod stats;
 mod view;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use krio_image::ImageStore;
@@ -24,6 +26,7 @@ use prost::Message;
 
 use crate::config::{CgroupManager, Config};
 use crate::error::Error;
+use crate::events::{Event, EventKind, EventSink};
 use crate::state::{ContainerRecord, ContainerState, PodRecord, PodState, Store};
 
 pub use view::ContainerFilter;
@@ -37,6 +40,8 @@ pub struct Containers {
     records: Mutex<HashMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     cpu_rate: krio_runtime::stats::CpuRate,
+    events: EventSink,
+    exits: Option<Arc<exit_watch::ExitWatcher>>,
 }
 
 impl std::fmt::Debug for Containers {
@@ -56,6 +61,7 @@ impl Containers {
         store: Store,
         images: ImageStore,
         features: &crate::cri::HandlerFeatures,
+        events: EventSink,
     ) -> Result<Self, Error> {
         let logs = config.runroot.join("runtime-logs");
         std::fs::DirBuilder::new()
@@ -77,12 +83,23 @@ impl Containers {
             records: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             cpu_rate: krio_runtime::stats::CpuRate::new(),
+            events,
+            exits: match exit_watch::ExitWatcher::new() {
+                Ok(w) => Some(Arc::new(w)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no inotify: container exits are seen only on demand");
+                    None
+                }
+            },
         };
         let records = containers
             .store
             .containers()
             .map_err(|e| Error::internal("loading containers from the state database", e))?;
         for mut record in records {
+            if record.state != ContainerState::Exited {
+                containers.watch_exit(&record);
+            }
             containers.refresh(&mut record);
             containers
                 .lock_names()
@@ -90,6 +107,36 @@ impl Containers {
             containers.lock().insert(record.id.clone(), record);
         }
         Ok(containers)
+    }
+
+    /// Starts the thread that reads exits as they happen and reports them
+    /// (`GetContainerEvents`). It ends with the process.
+    pub fn start_exit_watcher(self: &Arc<Self>) {
+        let Some(exits) = self.exits.clone() else {
+            return;
+        };
+        let this: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("exit-watcher".into())
+            .spawn(move || {
+                exits.run(|id| {
+                    if let Some(containers) = this.upgrade() {
+                        // Reading it records the exit and emits the event.
+                        let _ = containers.get(id);
+                    }
+                })
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the exit watcher: exits are seen only on demand");
+        }
+    }
+
+    fn watch_exit(&self, record: &ContainerRecord) {
+        if let Some(exits) = &self.exits
+            && let Err(e) = exits.watch(&record.id, &record.state_dir)
+        {
+            tracing::warn!(container_id = %record.id, error = %e, "cannot watch for the exit; it is seen on demand");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, ContainerRecord>> {
@@ -142,6 +189,19 @@ impl Containers {
                 if let Err(e) = self.store.put_container(record) {
                     tracing::error!(container_id = %record.id, error = %e, "could not record the exit");
                 }
+                // Whoever moves the shared record to Exited reports it, once.
+                let first = match self.lock().get_mut(&record.id) {
+                    Some(known) if known.state != ContainerState::Exited => {
+                        *known = record.clone();
+                        true
+                    }
+                    _ => false,
+                };
+                if first {
+                    tracing::info!(container_id = %record.id, exit_code = record.exit_code, reason = %record.reason, "container exited");
+                    self.events
+                        .send(Event::now(EventKind::Stopped, &record.id, &record.pod_id));
+                }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(container_id = %record.id, error = %e, "unreadable exit file"),
@@ -171,8 +231,8 @@ impl Containers {
             }
         };
         Ok(found.map(|mut r| {
+            // Updates the shared record too when the exit is new.
             self.refresh(&mut r);
-            self.lock().insert(r.id.clone(), r.clone());
             r
         }))
     }
@@ -294,6 +354,9 @@ impl Containers {
         match self.build(&config, &pod_config, pod, &image.id, &mut record, &run_dir) {
             Ok(()) => {
                 self.save(&record)?;
+                self.watch_exit(&record);
+                self.events
+                    .send(Event::now(EventKind::Created, &id, &record.pod_id));
                 tracing::info!(pid = record.pid, "container created");
                 Ok(id)
             }
@@ -499,9 +562,10 @@ impl Containers {
         record.state = ContainerState::Running;
         record.started_at = started_at;
         self.save(&record)?;
+        self.events
+            .send(Event::now(EventKind::Started, &record.id, &record.pod_id));
         // It may already have run to completion.
         self.refresh(&mut record);
-        self.lock().insert(record.id.clone(), record);
         tracing::info!("container started");
         Ok(())
     }
@@ -577,6 +641,8 @@ impl Containers {
         let _span = tracing::info_span!("remove_container", container_id = %record.id, pod_id = %record.pod_id).entered();
         self.cleanup(&record);
         self.cpu_rate.remove(&record.id);
+        self.events
+            .send(Event::now(EventKind::Deleted, &record.id, &record.pod_id));
         let mut names = self.lock_names();
         if names.get(&record.name_key) == Some(&record.id) {
             names.remove(&record.name_key);
@@ -593,18 +659,32 @@ impl Containers {
         Ok(view::status(&record, verbose))
     }
 
-    /// `ListContainers`, oldest first.
-    pub fn list(&self, filter: &ContainerFilter) -> Vec<v1::Container> {
-        let ids: Vec<String> = self.lock().keys().cloned().collect();
-        let mut records: Vec<ContainerRecord> = ids
-            .iter()
-            .filter_map(|id| self.get(id).ok().flatten())
-            .collect();
+    /// Every container with its exit read, oldest first.
+    fn snapshot(&self) -> Vec<ContainerRecord> {
+        let mut records: Vec<ContainerRecord> = self.lock().values().cloned().collect();
+        for record in &mut records {
+            self.refresh(record);
+        }
         records.sort_by_key(|r| r.created_at);
         records
+    }
+
+    /// `ListContainers`, oldest first.
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<v1::Container> {
+        self.snapshot()
             .iter()
             .filter(|r| filter.matches(r))
             .map(view::list_entry)
+            .collect()
+    }
+
+    /// The statuses of a pod's containers, oldest first (for events and
+    /// `PodSandboxStatus`).
+    pub fn statuses_of_pod(&self, pod_id: &str) -> Vec<v1::ContainerStatus> {
+        self.snapshot()
+            .iter()
+            .filter(|r| r.pod_id == pod_id)
+            .filter_map(|r| view::status(r, false).status)
             .collect()
     }
 
@@ -618,13 +698,7 @@ impl Containers {
 
     /// `ListContainerStats` (blocking).
     pub fn list_stats(&self, filter: &ContainerFilter) -> Vec<v1::ContainerStats> {
-        let ids: Vec<String> = self.lock().keys().cloned().collect();
-        let mut records: Vec<ContainerRecord> = ids
-            .iter()
-            .filter_map(|id| self.get(id).ok().flatten())
-            .collect();
-        records.sort_by_key(|r| r.created_at);
-        records
+        self.snapshot()
             .iter()
             .filter(|r| filter.matches(r))
             .map(|r| stats::container_stats(r, &self.cpu_rate))

@@ -41,6 +41,8 @@ pub struct Daemon {
     pub handler_features: HandlerFeatures,
     /// The streaming server for exec, attach and port-forward.
     pub streaming: crate::streaming::Streaming,
+    /// Lifecycle events for `GetContainerEvents`.
+    pub events: crate::events::EventSink,
 }
 
 /// The optional CRI features of one runtime handler.

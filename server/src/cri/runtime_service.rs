@@ -10,6 +10,7 @@ use super::runtime_info;
 use super::{Daemon, ResponseStream, blocking, stream_each};
 use crate::container::ContainerFilter;
 use crate::error::Error;
+use crate::events::{Event, EventKind};
 use crate::sandbox::PodFilter;
 
 const SERVICE: &str = "RuntimeService";
@@ -46,6 +47,12 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
         let pod_sandbox_id = self.daemon.sandboxes.run(req.get_ref()).await?;
+        // A pod is created running: both events, as the kubelet expects.
+        for kind in [EventKind::Created, EventKind::Started] {
+            self.daemon
+                .events
+                .send(Event::now(kind, &pod_sandbox_id, &pod_sandbox_id));
+        }
         Ok(Response::new(v1::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -54,7 +61,8 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
         let pod_id = req.get_ref().pod_sandbox_id.clone();
-        if let Some(pod) = self.daemon.sandboxes.get(&pod_id)? {
+        let pod = self.daemon.sandboxes.get(&pod_id)?;
+        if let Some(pod) = pod.clone() {
             let containers = self.daemon.containers.clone();
             blocking("stopping the pod's containers", move || {
                 for id in containers.of_pod(&pod.id) {
@@ -65,6 +73,11 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
             .await?;
         }
         self.daemon.sandboxes.stop(&pod_id).await?;
+        if let Some(pod) = pod.filter(|p| p.state == crate::state::PodState::Ready) {
+            self.daemon
+                .events
+                .send(Event::now(EventKind::Stopped, &pod.id, &pod.id));
+        }
         Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
@@ -73,7 +86,8 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
         let pod_id = req.get_ref().pod_sandbox_id.clone();
-        if let Some(pod) = self.daemon.sandboxes.get(&pod_id)? {
+        let pod = self.daemon.sandboxes.get(&pod_id)?;
+        if let Some(pod) = pod.clone() {
             let containers = self.daemon.containers.clone();
             blocking("removing the pod's containers", move || {
                 for id in containers.of_pod(&pod.id) {
@@ -83,7 +97,18 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
             })
             .await?;
         }
+        // Taken before the removal: afterwards there is no pod to describe.
+        let last_status = pod
+            .as_ref()
+            .and_then(|p| self.daemon.sandboxes.status(&p.id, false).ok())
+            .and_then(|r| r.status);
         self.daemon.sandboxes.remove(&pod_id).await?;
+        if let (Some(pod), Some(mut status)) = (pod, last_status) {
+            status.state = v1::PodSandboxState::SandboxNotready as i32;
+            let mut event = Event::now(EventKind::Deleted, &pod.id, &pod.id);
+            event.pod_status = Some(status);
+            self.daemon.events.send(event);
+        }
         Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
@@ -92,11 +117,20 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<v1::PodSandboxStatusRequest>,
     ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
         let req = req.get_ref();
-        Ok(Response::new(
-            self.daemon
-                .sandboxes
-                .status(&req.pod_sandbox_id, req.verbose)?,
-        ))
+        let mut response = self
+            .daemon
+            .sandboxes
+            .status(&req.pod_sandbox_id, req.verbose)?;
+        // What the kubelet's evented PLEG reads beside the pod's own status.
+        if let Some(id) = response.status.as_ref().map(|s| s.id.clone()) {
+            let containers = self.daemon.containers.clone();
+            response.containers_statuses = blocking("reading the pod's containers", move || {
+                Ok::<_, Error>(containers.statuses_of_pod(&id))
+            })
+            .await?;
+        }
+        response.timestamp = crate::clock::now_ns();
+        Ok(Response::new(response))
     }
 
     async fn list_pod_sandbox(
@@ -409,7 +443,26 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "GetContainerEvents").into())
+        use tokio_stream::StreamExt;
+        use tokio_stream::wrappers::BroadcastStream;
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        let events = BroadcastStream::new(self.daemon.events.subscribe()).map(|item| {
+            item.map_err(|BroadcastStreamRecvError::Lagged(missed)| {
+                // A gap would leave the kubelet's cache wrong; ending the
+                // stream makes it relist and subscribe again.
+                Status::resource_exhausted(format!(
+                    "the event stream fell behind and missed {missed} events; subscribe again"
+                ))
+            })
+        });
+        // Stop after the error instead of resuming past the gap.
+        let mut failed = false;
+        let events = events.take_while(move |item| {
+            let keep = !failed;
+            failed |= item.is_err();
+            keep
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_metric_descriptors(
