@@ -554,3 +554,84 @@ async fn a_shared_pid_namespace_gets_an_infra_pid_1_that_dies_with_the_pod() {
     assert!(!pin.exists());
     assert!(sandbox.mounts().is_empty());
 }
+
+/// Every tbf qdisc on the node: (device, rate in bits per second).
+fn tbf_qdiscs() -> Vec<(String, u64)> {
+    let out = Command::new("tc")
+        .args(["-j", "qdisc", "show"])
+        .output()
+        .expect("tc");
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("tc json");
+    all.iter()
+        .filter(|q| q["kind"] == "tbf")
+        .map(|q| {
+            (
+                q["dev"].as_str().unwrap_or_default().to_owned(),
+                q["options"]["rate"].as_u64().unwrap_or_default() * 8,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bandwidth_annotations_shape_the_pod_and_bad_ones_are_refused() {
+    if skip_unless_root("bandwidth_annotations_shape_the_pod_and_bad_ones_are_refused") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(6));
+    // The same chain plus the bandwidth plugin.
+    let path = sandbox.path("cni/10-test.conflist");
+    let mut conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("conflist")).expect("json");
+    conf["plugins"]
+        .as_array_mut()
+        .expect("plugins")
+        .push(serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}));
+    std::fs::write(&path, conf.to_string()).expect("write conflist");
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+
+    let mut bad = pod_config("bw-bad");
+    bad.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "lots".into());
+    let err = client
+        .run_pod_sandbox(run_request(bad))
+        .await
+        .expect_err("a bad quantity");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("ingress-bandwidth"), "{err:?}");
+
+    let before = tbf_qdiscs();
+    let mut config = pod_config("bw");
+    config
+        .annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+    config
+        .annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "20M".into());
+    let id = client
+        .run_pod_sandbox(run_request(config))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let added: Vec<(String, u64)> = tbf_qdiscs()
+        .into_iter()
+        .filter(|q| !before.contains(q))
+        .collect();
+    let rates: Vec<u64> = added.iter().map(|(_, r)| *r).collect();
+    assert!(rates.contains(&10_000_000), "ingress shaping: {added:?}");
+    assert!(rates.contains(&20_000_000), "egress shaping: {added:?}");
+
+    client
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("remove");
+    let left: Vec<(String, u64)> = tbf_qdiscs()
+        .into_iter()
+        .filter(|q| added.contains(q))
+        .collect();
+    assert!(left.is_empty(), "shaping left behind: {left:?}");
+}

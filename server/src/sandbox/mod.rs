@@ -6,6 +6,7 @@
 //! retry is handed the in-flight (or finished but undelivered) pod instead
 //! of creating a second one or looping on "name is reserved".
 
+mod bandwidth;
 mod files;
 pub mod infra;
 mod reserve;
@@ -433,6 +434,11 @@ fn pod_network(record: &PodRecord, config: &v1::PodSandboxConfig, netns: PathBuf
                 host_ip: pm.host_ip.clone(),
             })
             .collect(),
+        // Validated at RunPodSandbox; an old record that no longer parses
+        // still gets its DEL.
+        bandwidth: bandwidth::from_annotations(&config.annotations)
+            .ok()
+            .flatten(),
         ..PodNetwork::default()
     }
 }

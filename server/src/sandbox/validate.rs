@@ -179,6 +179,9 @@ pub fn validate(req: &v1::RunPodSandboxRequest, config: &Config) -> Result<Valid
         }
     }
 
+    // Checked here so a bad value fails the pod before anything exists.
+    super::bandwidth::from_annotations(&pod.annotations)?;
+
     Ok(ValidPod {
         config: pod,
         name_key,
