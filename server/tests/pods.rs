@@ -635,3 +635,63 @@ async fn bandwidth_annotations_shape_the_pod_and_bad_ones_are_refused() {
         .collect();
     assert!(left.is_empty(), "shaping left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn the_network_of_a_pod_krio_forgot_is_released_at_start() {
+    if skip_unless_root("the_network_of_a_pod_krio_forgot_is_released_at_start") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let _bridge = BridgeGuard(sandbox.write_bridge_network(7));
+    let mut daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let id = client
+        .run_pod_sandbox(run_request(pod_config("forgotten")))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = status(&mut client, &id).await.network.expect("network").ip;
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(sandbox.path("ipam/krio-test-7"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(leases().contains(&ip), "the pod holds its lease");
+
+    // kill -9, then lose the state database: krio no longer knows the pod,
+    // but the CNI cache still says what was attached.
+    let mut child = daemon.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    drop(daemon);
+    std::fs::remove_file(sandbox.path("root/krio.redb")).expect("remove the state database");
+
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let pods = client
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(
+        !leases().contains(&ip),
+        "lease {ip} of the forgotten pod left: {:?}",
+        leases()
+    );
+    let cache: Vec<_> = std::fs::read_dir(sandbox.path("root/cni-cache"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        cache.iter().all(|p| !p.display().to_string().contains(&id)),
+        "cache entry left: {cache:?}"
+    );
+    drop(daemon);
+}

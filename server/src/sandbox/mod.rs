@@ -98,7 +98,53 @@ impl Sandboxes {
             sandboxes.reservations.restore(&pod.name_key, &pod.id);
             sandboxes.lock_pods().insert(pod.id.clone(), pod);
         }
+        sandboxes.collect_network_garbage();
         Ok(sandboxes)
+    }
+
+    /// Releases what CNI still holds for pods krio no longer knows (a lost or
+    /// reset state database): DEL from the cache for every cached attachment
+    /// without a pod, then CNI GC (1.1.0 networks) naming the attachments of
+    /// the pods that are up. Failures are logged: they must not stop krio.
+    fn collect_network_garbage(&self) {
+        let attachments = match self.cni.cached_attachments() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the CNI cache; no network garbage collection");
+                return;
+            }
+        };
+        let known: HashMap<String, PodState> = self
+            .lock_pods()
+            .values()
+            .map(|p| (p.id.clone(), p.state))
+            .collect();
+        for orphan in attachments
+            .iter()
+            .filter(|a| !known.contains_key(&a.sandbox_id))
+        {
+            tracing::warn!(pod_id = %orphan.sandbox_id, network = %orphan.network, "releasing the network of a pod krio no longer knows");
+            let pod = PodNetwork {
+                sandbox_id: orphan.sandbox_id.clone(),
+                ifname: orphan.ifname.clone(),
+                ..PodNetwork::default()
+            };
+            if let Err(e) = self.cni.del(&pod) {
+                tracing::error!(pod_id = %orphan.sandbox_id, error = %e, "could not release an orphaned pod network");
+            }
+        }
+        let valid: Vec<(String, String)> = attachments
+            .iter()
+            .filter(|a| known.get(&a.sandbox_id) == Some(&PodState::Ready))
+            .map(|a| (a.sandbox_id.clone(), a.ifname.clone()))
+            .collect();
+        match self.cni.gc(&valid) {
+            Ok(()) => {}
+            Err(krio_network::cni::CniError::Config(e)) => {
+                tracing::debug!(reason = %e, "no network config; CNI GC skipped");
+            }
+            Err(e) => tracing::warn!(error = %e, "CNI GC failed"),
+        }
     }
 
     fn lock_pods(&self) -> MutexGuard<'_, HashMap<String, PodRecord>> {
