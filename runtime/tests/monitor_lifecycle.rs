@@ -598,3 +598,58 @@ fn real_runc_state_exec_pause_kill_delete() {
         Err(krio_runtime::oci::OciError::NotFound { .. })
     ));
 }
+
+/// Unmounts a test mount even when the test fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let path = path.display().to_string();
+    text.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|mp| mp == path))
+}
+
+#[test]
+fn after_the_exit_the_runtime_state_and_the_rootfs_mount_go() {
+    if !can_run("after_the_exit_the_runtime_state_and_the_rootfs_mount_go") {
+        return;
+    }
+    let mut f = Fixture::new("clean", Opts::sh("exit 0"));
+    // Stands in for the overlay the daemon mounts as the rootfs.
+    let mounted = f.dir.path().join("fake-rootfs");
+    std::fs::create_dir(&mounted).expect("mkdir");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mounted,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount tmpfs");
+    let _unmount = Unmount(mounted.clone());
+    f.config.rootfs_to_unmount = Some(mounted.clone());
+    f.spawn();
+    assert!(!monitor::cleaned_after_exit(f.state_dir()));
+    f.start();
+    assert_eq!(f.wait_exit().exit_code, 0);
+    let deadline = Instant::now() + WAIT;
+    while !monitor::cleaned_after_exit(f.state_dir()) {
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never marked the container cleaned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mount_point(&mounted), "the rootfs is still mounted");
+    let state = f.runc(&["state", &f.id]);
+    assert!(
+        !state.status.success(),
+        "runc still knows the container: {state:?}"
+    );
+}

@@ -51,6 +51,8 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
             options.auth_file.clone_from(&config.image.auth_file);
             let images =
                 ImageStore::open(store.database(), options).context("opening the image store")?;
+            // The runtimes' log dir must exist before the first probe.
+            create_private_dir(&config.runroot.join("runtime-logs"))?;
             let handler_features = probe_handlers(&config);
             let containers = Containers::recover(
                 config.clone(),

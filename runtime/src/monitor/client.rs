@@ -284,6 +284,12 @@ pub fn resize(state_dir: &Path, width: u16, height: u16) -> Result<(), MonitorEr
     ctl(state_dir, &CtlRequest::Resize { width, height })
 }
 
+/// Whether the monitor deleted the exited container from the runtime and
+/// unmounted its root filesystem (see [`MonitorConfig::rootfs_to_unmount`]).
+pub fn cleaned_after_exit(state_dir: &Path) -> bool {
+    state_dir.join(super::CLEANED_FILE).exists()
+}
+
 /// The container's exit record, once the monitor wrote it.
 pub fn read_exit(state_dir: &Path) -> Result<Option<ExitInfo>, MonitorError> {
     let path = state_dir.join(EXIT_FILE);

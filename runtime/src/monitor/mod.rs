@@ -91,8 +91,8 @@ use serde::{Deserialize, Serialize};
 
 pub use attach::{AttachClient, AttachEvent};
 pub use client::{
-    MonitorError, SPAWN_TIMEOUT, Spawned, read_exit, reopen_log, resize, spawn_monitor,
-    spawn_monitor_with_timeout,
+    MonitorError, SPAWN_TIMEOUT, Spawned, cleaned_after_exit, read_exit, reopen_log, resize,
+    spawn_monitor, spawn_monitor_with_timeout,
 };
 pub use cri_log::rfc3339_nano;
 pub use supervise::monitor_main;
@@ -109,6 +109,10 @@ pub const CTL_SOCKET: &str = "ctl";
 pub const ATTACH_SOCKET: &str = "attach";
 /// `config.json` in the state dir.
 pub const CONFIG_FILE: &str = "config.json";
+/// `cleaned` in the state dir: after the exit, the monitor deleted the
+/// container from the runtime and unmounted its root filesystem, so
+/// removing the container need not.
+pub const CLEANED_FILE: &str = "cleaned";
 /// `monitor.log` in the state dir: the monitor's diagnostics.
 pub const MONITOR_LOG_FILE: &str = "monitor.log";
 /// The console socket's name while the runtime creates a TTY container.
@@ -147,6 +151,11 @@ pub struct MonitorConfig {
     /// Bound on `runtime create`, in seconds (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_timeout_secs: Option<u64>,
+    /// After the exit is recorded, delete the container from the runtime
+    /// and unmount this root filesystem (then write [`CLEANED_FILE`]):
+    /// work that would otherwise sit on `RemoveContainer`'s path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_to_unmount: Option<PathBuf>,
 }
 
 fn default_sync_fd() -> i32 {
@@ -173,6 +182,7 @@ impl MonitorConfig {
             stdin_once: false,
             sync_fd: default_sync_fd(),
             create_timeout_secs: None,
+            rootfs_to_unmount: None,
         }
     }
 

@@ -23,7 +23,7 @@ use super::detach::{self, Side};
 use super::event_loop::Monitor;
 use super::oom::OomCounter;
 use super::{
-    ATTACH_SOCKET, CONSOLE_SOCKET, CTL_SOCKET, EXIT_FILE, ExitInfo, MONITOR_LOG_FILE,
+    ATTACH_SOCKET, CLEANED_FILE, CONSOLE_SOCKET, CTL_SOCKET, EXIT_FILE, ExitInfo, MONITOR_LOG_FILE,
     MONITOR_PID_FILE, MonitorConfig, PID_FILE, SyncMessage, fd,
 };
 use crate::oci::{CreateStdio, OciCli, OciError, OciRuntime};
@@ -167,6 +167,10 @@ fn run(config: MonitorConfig, sync: File) -> ExitCode {
     for name in [ATTACH_SOCKET, CTL_SOCKET, MONITOR_PID_FILE] {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
+    // After the exit file: whoever waits for the exit does not wait for this.
+    if written.is_ok() {
+        clean_after_exit(&config);
+    }
     match written {
         Ok(()) => {
             diag!("container exited: {info:?}");
@@ -176,6 +180,33 @@ fn run(config: MonitorConfig, sync: File) -> ExitCode {
             diag!("cannot write the exit file: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Deletes the exited container from the runtime and unmounts its root
+/// filesystem when the daemon asked for it, then marks the state dir
+/// [`CLEANED_FILE`]. On any failure the mark is not written and the daemon
+/// does it all again at removal.
+fn clean_after_exit(config: &MonitorConfig) {
+    let Some(rootfs) = &config.rootfs_to_unmount else {
+        return;
+    };
+    let runtime = OciCli::new(&config.runtime)
+        .with_root(config.runtime_root.clone())
+        .with_log_dir(&config.state_dir);
+    if let Err(e) = runtime.delete(&config.container_id, false) {
+        diag!("runtime delete after the exit failed: {e}");
+        return;
+    }
+    match nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            diag!("unmounting {} failed: {e}", rootfs.display());
+            return;
+        }
+    }
+    if let Err(e) = std::fs::write(config.state_dir.join(CLEANED_FILE), b"") {
+        diag!("cannot mark the state dir cleaned: {e}");
     }
 }
 

@@ -450,6 +450,7 @@ impl Containers {
         mc.tty = config.tty;
         mc.stdin = config.stdin;
         mc.stdin_once = config.stdin_once;
+        mc.rootfs_to_unmount = Some(record.rootfs.clone());
         let spawned = monitor::spawn_monitor(&self.monitor_binary(), &mc).map_err(|e| match e {
             monitor::MonitorError::Create { message, .. } => {
                 Error::internal("creating the container", std::io::Error::other(message))
@@ -515,7 +516,9 @@ impl Containers {
 
     /// Undoes whatever of a container exists (blocking, best effort).
     fn cleanup(&self, record: &ContainerRecord) {
-        if let Ok(runtime) = self.runtime(record) {
+        // The monitor did the slow part (runtime delete, unmount) at exit.
+        let cleaned = monitor::cleaned_after_exit(&record.state_dir);
+        if !cleaned && let Ok(runtime) = self.runtime(record) {
             match runtime.delete(&record.id, true) {
                 Ok(()) | Err(OciError::NotFound { .. }) => {}
                 Err(e) => {
@@ -523,7 +526,9 @@ impl Containers {
                 }
             }
         }
-        let _ = nix::mount::umount2(&record.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        if !cleaned {
+            let _ = nix::mount::umount2(&record.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
         if let Err(e) = self.images.remove_rootfs(&record.id) {
             tracing::warn!(container_id = %record.id, error = %e, "could not remove the container's rootfs");
         }
