@@ -7,6 +7,7 @@
 
 pub mod exec;
 mod stats;
+mod update;
 mod view;
 
 use std::collections::HashMap;
@@ -289,6 +290,7 @@ impl Containers {
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            resources: None,
         };
         let _span = tracing::info_span!("create_container", container_id = %id, pod_id = %pod.id, name = %name).entered();
         match self.build(&config, &pod_config, pod, &image.id, &mut record, &run_dir) {
@@ -618,17 +620,23 @@ impl Containers {
 
     /// `ListContainerStats` (blocking).
     pub fn list_stats(&self, filter: &ContainerFilter) -> Vec<v1::ContainerStats> {
+        self.records(filter)
+            .iter()
+            .map(|r| stats::container_stats(r, &self.cpu_rate))
+            .collect()
+    }
+
+    /// The records that pass `filter`, oldest first, exits read
+    /// (blocking). For readers such as the metrics collector.
+    pub fn records(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
         let mut records: Vec<ContainerRecord> = ids
             .iter()
             .filter_map(|id| self.get(id).ok().flatten())
+            .filter(|r| filter.matches(r))
             .collect();
         records.sort_by_key(|r| r.created_at);
         records
-            .iter()
-            .filter(|r| filter.matches(r))
-            .map(|r| stats::container_stats(r, &self.cpu_rate))
-            .collect()
     }
 
     /// `ReopenContainerLog` (blocking).

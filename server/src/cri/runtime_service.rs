@@ -223,9 +223,15 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_container_resources(
         &self,
-        _req: Request<v1::UpdateContainerResourcesRequest>,
+        req: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "UpdateContainerResources").into())
+        let containers = self.daemon.containers.clone();
+        let req = req.into_inner();
+        blocking("updating the container's resources", move || {
+            containers.update_resources(&req)
+        })
+        .await?;
+        Ok(Response::new(v1::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -386,21 +392,21 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::CheckpointContainerRequest>,
     ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "CheckpointContainer").into())
+        Err(super::checkpoint::unsupported("CheckpointContainer").into())
     }
 
     async fn checkpoint_pod(
         &self,
         _req: Request<v1::CheckpointPodRequest>,
     ) -> Result<Response<v1::CheckpointPodResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "CheckpointPod").into())
+        Err(super::checkpoint::unsupported("CheckpointPod").into())
     }
 
     async fn restore_pod(
         &self,
         _req: Request<v1::RestorePodRequest>,
     ) -> Result<Response<v1::RestorePodResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RestorePod").into())
+        Err(super::checkpoint::unsupported("RestorePod").into())
     }
 
     type GetContainerEventsStream = ResponseStream<v1::ContainerEventResponse>;
@@ -416,14 +422,19 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::ListMetricDescriptorsRequest>,
     ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListMetricDescriptors").into())
+        Ok(Response::new(v1::ListMetricDescriptorsResponse {
+            descriptors: super::pod_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<v1::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListPodSandboxMetrics").into())
+        let pod_metrics = super::pod_metrics::list(&self.daemon).await?;
+        Ok(Response::new(v1::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     type StreamPodSandboxMetricsStream = ResponseStream<v1::StreamPodSandboxMetricsResponse>;
@@ -432,7 +443,12 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamPodSandboxMetrics").into())
+        let items = super::pod_metrics::list(&self.daemon).await?;
+        Ok(Response::new(stream_each(items, |m| {
+            v1::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics: vec![m],
+            }
+        })))
     }
 
     async fn runtime_config(
@@ -444,8 +460,14 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _req: Request<v1::UpdatePodSandboxResourcesRequest>,
+        req: Request<v1::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "UpdatePodSandboxResources").into())
+        let sandboxes = self.daemon.sandboxes.clone();
+        let req = req.into_inner();
+        blocking("recording the pod's resources", move || {
+            sandboxes.update_resources(&req)
+        })
+        .await?;
+        Ok(Response::new(v1::UpdatePodSandboxResourcesResponse {}))
     }
 }

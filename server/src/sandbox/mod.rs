@@ -9,6 +9,7 @@
 mod files;
 pub mod infra;
 mod reserve;
+mod resources;
 mod validate;
 mod view;
 
@@ -144,6 +145,7 @@ impl Sandboxes {
             ips: Vec::new(),
             network_attached: false,
             infra_pid: None,
+            resources: None,
         };
         self.store
             .put_pod(&record)
