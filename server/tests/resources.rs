@@ -66,6 +66,9 @@ async fn updates_reach_the_cgroup_and_the_status_and_survive_a_restart() {
                 cpu_period: 100_000,
                 cpu_quota: 50_000,
                 memory_limit_in_bytes: 64 * MIB,
+                // No swap: on cgroup v1 memory + swap is capped at 64 MiB
+                // too, so raising memory alone must move both.
+                memory_swap_limit_in_bytes: 64 * MIB,
                 ..Default::default()
             }),
         )
@@ -92,6 +95,11 @@ async fn updates_reach_the_cgroup_and_the_status_and_survive_a_restart() {
     assert_eq!(after.memory_limit_in_bytes, 128 * MIB);
     assert_eq!(after.cpu_quota, 20_000);
     assert_eq!(after.cpu_period, 100_000, "left unset: kept");
+    assert_eq!(
+        after.memory_swap_limit_in_bytes,
+        128 * MIB,
+        "still no swap allowance"
+    );
 
     // Bad input: refused, and nothing changes.
     let bad = [
