@@ -5,7 +5,12 @@
 //!
 //! Figures are read on demand, so every metric's timestamp is 0 ("gathered
 //! live" in the CRI's terms). Exited containers are left out, as cadvisor
-//! leaves out cgroups that are gone.
+//! leaves out cgroups that are gone. A metric's value is a `uint64` in the
+//! CRI, so the `*_seconds*` figures are whole seconds (truncated).
+//!
+//! Pod-level metrics are the network ones only (labelled `container="POD"`):
+//! the pod cgroup's CPU and memory already include its containers', and a
+//! second series of them would be counted twice by the usual per-pod sums.
 
 mod collect;
 mod families;
