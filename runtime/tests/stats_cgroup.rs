@@ -192,7 +192,16 @@ total_pgmajfault 12
 fn stats_of_fake_v1_tree() {
     let t = FakeTree::new();
     t.write("cpu,cpuacct/krio/c1/cpuacct.usage", "987654321\n");
+    t.write("cpu,cpuacct/krio/c1/cpuacct.usage_user", "900000000\n");
+    // No usage_sys: the tick counts of cpuacct.stat (USER_HZ = 100).
+    t.write("cpu,cpuacct/krio/c1/cpuacct.stat", "user 90\nsystem 8\n");
+    t.write(
+        "cpu,cpuacct/krio/c1/cpu.stat",
+        "nr_periods 10\nnr_throttled 4\nthrottled_time 5000\n",
+    );
     t.write("memory/krio/c1/memory.usage_in_bytes", "60000000\n");
+    t.write("memory/krio/c1/memory.max_usage_in_bytes", "70000000\n");
+    t.write("memory/krio/c1/memory.failcnt", "6\n");
     t.write("memory/krio/c1/memory.stat", V1_MEMORY_STAT);
     t.write("memory/krio/c1/memory.limit_in_bytes", "104857600\n");
     t.write("memory/krio/c1/memory.memsw.usage_in_bytes", "61000000\n");
@@ -206,6 +215,11 @@ fn stats_of_fake_v1_tree() {
     let d = CgroupDirs::from_proc_cgroup(V1_CGROUP, &t.v1_mountinfo());
     let s = CgroupStats::read(&d);
     assert_eq!(s.cpu.usage_core_nanoseconds, Some(987_654_321));
+    assert_eq!(s.cpu.user_nanoseconds, Some(900_000_000));
+    assert_eq!(s.cpu.system_nanoseconds, Some(80_000_000));
+    assert_eq!(s.cpu.cfs_periods, Some(10));
+    assert_eq!(s.cpu.cfs_throttled_periods, Some(4));
+    assert_eq!(s.cpu.cfs_throttled_nanoseconds, Some(5000));
     let working_set = 60_000_000 - 1_048_576;
     assert_eq!(
         s.memory,
@@ -220,6 +234,13 @@ fn stats_of_fake_v1_tree() {
             swap_usage_bytes: Some(1_000_000),
             swap_available_bytes: Some(104_857_600 - 1_000_000),
             oom_kills: Some(3),
+            cache_bytes: Some(4_096_000),
+            mapped_file_bytes: None,
+            kernel_bytes: None,
+            max_usage_bytes: Some(70_000_000),
+            failcnt: Some(6),
+            own_page_faults: Some(7),
+            own_major_page_faults: None,
         }
     );
     assert_eq!(
@@ -277,7 +298,7 @@ fn stats_of_fake_v2_tree() {
     t.write(&format!("{c}/memory.current"), "73400320\n");
     t.write(
         &format!("{c}/memory.stat"),
-        "anon 52428800\nfile 20971520\nactive_file 10485760\ninactive_file 10485760\npgfault 4242\npgmajfault 7\n",
+        "anon 52428800\nfile 20971520\nactive_file 10485760\ninactive_file 10485760\npgfault 4242\npgmajfault 7\nfile_mapped 8192\nkernel_stack 100\nslab 900\n",
     );
     t.write(&format!("{c}/memory.max"), "134217728\n");
     t.write(&format!("{c}/memory.swap.current"), "4096\n");
@@ -291,6 +312,10 @@ fn stats_of_fake_v2_tree() {
     let d = CgroupDirs::from_proc_cgroup("0::/kubepods/pod1/krio-c1\n", &t.v2_mountinfo());
     let s = CgroupStats::read(&d);
     assert_eq!(s.cpu.usage_core_nanoseconds, Some(2_500_000_000));
+    assert_eq!(s.cpu.user_nanoseconds, Some(2_000_000_000));
+    assert_eq!(s.cpu.system_nanoseconds, Some(500_000_000));
+    assert_eq!(s.cpu.cfs_periods, Some(0));
+    assert_eq!(s.cpu.cfs_throttled_nanoseconds, None);
     let ws = 73_400_320 - 10_485_760;
     assert_eq!(
         s.memory,
@@ -305,6 +330,14 @@ fn stats_of_fake_v2_tree() {
             swap_usage_bytes: Some(4096),
             swap_available_bytes: None,
             oom_kills: Some(1),
+            cache_bytes: Some(20_971_520),
+            mapped_file_bytes: Some(8192),
+            // Before 5.18 there is no `kernel` line: stack + slab.
+            kernel_bytes: Some(1000),
+            max_usage_bytes: None,
+            failcnt: Some(2),
+            own_page_faults: None,
+            own_major_page_faults: None,
         }
     );
     assert_eq!(

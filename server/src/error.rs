@@ -32,6 +32,10 @@ pub enum Error {
         /// krio's version.
         version: &'static str,
     },
+    /// A feature krio cannot offer (here, or at all); the message says what
+    /// is missing.
+    #[error("{0}")]
+    Unsupported(String),
     /// Something failed inside krio.
     #[error("{context}: {source}")]
     Internal {
@@ -75,7 +79,9 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
-            Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
+            Error::Unimplemented { .. } | Error::Unsupported(_) => {
+                tonic::Status::unimplemented(message)
+            }
             Error::Internal { .. } => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)

@@ -145,32 +145,122 @@ async fn runtime_config_reports_cgroupfs() {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_answer_unimplemented_naming_the_rpc() {
+async fn checkpointing_answers_unimplemented_naming_what_is_missing() {
     let sandbox = Sandbox::new();
     let daemon = sandbox.start();
     let mut runtime = runtime_client(&daemon.socket).await;
     let err = runtime
         .checkpoint_container(v1::CheckpointContainerRequest::default())
         .await
-        .expect_err("not implemented yet");
+        .expect_err("checkpointing is not supported");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("RuntimeService/CheckpointContainer"),
+        err.message().contains("RuntimeService/CheckpointContainer")
+            && err.message().contains("checkpoint/restore"),
         "{}",
         err.message()
     );
 
     let err = runtime
-        .list_metric_descriptors(v1::ListMetricDescriptorsRequest {})
+        .restore_pod(v1::RestorePodRequest::default())
         .await
-        .expect_err("not implemented yet");
+        .expect_err("restoring is not supported");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message()
-            .contains("RuntimeService/ListMetricDescriptors"),
+        err.message().contains("RuntimeService/RestorePod"),
         "{}",
         err.message()
     );
+}
+
+#[tokio::test]
+async fn metric_descriptors_describe_the_cadvisor_families() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut runtime = runtime_client(&daemon.socket).await;
+    let descriptors = runtime
+        .list_metric_descriptors(v1::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors;
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_usage_bytes",
+        "container_memory_rss",
+        "container_memory_cache",
+        "container_memory_swap",
+        "container_spec_memory_limit_bytes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_errors_total",
+        "container_processes",
+        "container_fs_usage_bytes",
+        "container_last_seen",
+        "container_start_time_seconds",
+    ] {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} is not described"));
+        assert!(!d.help.is_empty(), "{name} has no help");
+        assert!(
+            d.label_keys.iter().any(|k| k == "pod")
+                && d.label_keys.iter().any(|k| k == "container"),
+            "{name}: {:?}",
+            d.label_keys
+        );
+    }
+    let net = descriptors
+        .iter()
+        .find(|d| d.name == "container_network_receive_bytes_total")
+        .expect("network family");
+    assert!(net.label_keys.iter().any(|k| k == "interface"));
+    // No pods: no metrics, and no error.
+    let metrics = runtime
+        .list_pod_sandbox_metrics(v1::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    assert!(metrics.is_empty());
+}
+
+#[tokio::test]
+async fn resource_updates_of_unknown_objects_are_not_found() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    let mut runtime = runtime_client(&daemon.socket).await;
+    let err = runtime
+        .update_container_resources(v1::UpdateContainerResourcesRequest {
+            container_id: "feedface".into(),
+            linux: Some(v1::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such container");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+    let err = runtime
+        .update_container_resources(v1::UpdateContainerResourcesRequest::default())
+        .await
+        .expect_err("no container id");
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
+    let err = runtime
+        .update_pod_sandbox_resources(v1::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "feedface".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such pod");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
 }
 
 #[tokio::test]

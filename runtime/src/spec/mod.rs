@@ -41,7 +41,7 @@ pub use host::{
 pub use mounts::MountError;
 pub use namespaces::NamespaceError;
 pub use process::{DEFAULT_NOFILE, DEFAULT_PATH, ProcessError, parse_signal};
-pub use resources::ResourceError;
+pub use resources::{ResourceError, resources as linux_resources};
 pub use rootfs::RootfsError;
 pub use sandbox::{PidNamespace, SandboxInfo};
 pub use seccomp::{SeccompError, default_profile as default_seccomp_profile};

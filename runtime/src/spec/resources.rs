@@ -114,8 +114,11 @@ fn valid_page_size(size: &str) -> bool {
 
 static HUGETLB_WARNING: std::sync::Once = std::sync::Once::new();
 
-/// The OCI resources for a container's `LinuxContainerResources`.
-pub(crate) fn resources(
+/// The OCI resources for a container's `LinuxContainerResources`: what
+/// `CreateContainer` writes into the spec and what
+/// `UpdateContainerResources` hands to the runtime's `update`. Fields left
+/// at 0 are left out (the runtime keeps what it has).
+pub fn resources(
     requested: Option<&v1::LinuxContainerResources>,
     host: &HostInfo,
 ) -> Result<LinuxResources, ResourceError> {

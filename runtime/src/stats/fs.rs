@@ -78,3 +78,27 @@ pub fn fs_usage(dir: &Path, max_entries: u64) -> Result<FsUsage, StatsError> {
     }
     Ok(usage)
 }
+
+/// The size of the file system holding a path, from `statvfs(2)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsCapacity {
+    /// Total bytes.
+    pub capacity_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub available_bytes: u64,
+    /// Total inodes.
+    pub inodes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+}
+
+/// The capacity of the file system `path` is on.
+pub fn fs_capacity(path: &Path) -> Result<FsCapacity, StatsError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| StatsError::read(path, e.into()))?;
+    Ok(FsCapacity {
+        capacity_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        available_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        inodes: st.f_files,
+        inodes_free: st.f_ffree,
+    })
+}

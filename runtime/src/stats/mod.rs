@@ -17,19 +17,29 @@
 //!   namespace from a short-lived thread, so the caller's namespaces never
 //!   change.
 //! - [`fs_usage`] counts the bytes and inodes under a container's writable
-//!   layer, bounded in the number of entries it visits.
+//!   layer, bounded in the number of entries it visits; [`fs_capacity`]
+//!   reports the size of the file system under it.
+//! - [`CgroupLimits`] reads what the cgroup is limited to (the "spec"
+//!   figures of cadvisor's metrics), [`ProcessStats`] counts its processes,
+//!   threads and open files, [`read_io`] its block I/O per device.
 
 mod cgroup;
 mod fs;
+mod io;
+mod limits;
 mod net;
+mod procs;
 mod rate;
 mod usage;
 
 use std::path::PathBuf;
 
 pub use cgroup::{CgroupDirs, Mount, parse_mountinfo};
-pub use fs::{FsUsage, fs_usage};
+pub use fs::{FsCapacity, FsUsage, fs_capacity, fs_usage};
+pub use io::{DeviceIo, read_io};
+pub use limits::CgroupLimits;
 pub use net::{InterfaceStats, NetworkStats, netns_stats, parse_net_dev};
+pub use procs::ProcessStats;
 pub use rate::CpuRate;
 pub use usage::{CgroupStats, CpuStats, MemoryStats, PidsStats};
 

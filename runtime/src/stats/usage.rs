@@ -30,25 +30,68 @@ impl CgroupStats {
     }
 }
 
-/// Cumulative CPU time.
+/// Cumulative CPU time and CFS throttling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuStats {
     /// CPU time used by all tasks, in nanoseconds: v1 `cpuacct.usage`, v2
     /// `cpu.stat` `usage_usec` × 1000.
     pub usage_core_nanoseconds: Option<u64>,
+    /// CPU time in user mode, in nanoseconds: v1 `cpuacct.usage_user`
+    /// (or `cpuacct.stat` ticks), v2 `user_usec` × 1000.
+    pub user_nanoseconds: Option<u64>,
+    /// CPU time in kernel mode, in nanoseconds: v1 `cpuacct.usage_sys`
+    /// (or `cpuacct.stat` ticks), v2 `system_usec` × 1000.
+    pub system_nanoseconds: Option<u64>,
+    /// CFS enforcement periods elapsed (`nr_periods`).
+    pub cfs_periods: Option<u64>,
+    /// CFS periods in which the cgroup was throttled (`nr_throttled`).
+    pub cfs_throttled_periods: Option<u64>,
+    /// Time throttled, in nanoseconds: v1 `throttled_time`, v2
+    /// `throttled_usec` × 1000.
+    pub cfs_throttled_nanoseconds: Option<u64>,
 }
 
+/// `cpuacct.stat` counts in USER_HZ ticks, which Linux fixes at 100 a
+/// second for user space.
+const NS_PER_USER_HZ_TICK: u64 = 10_000_000;
+
 impl CpuStats {
-    /// Reads the v1 `cpuacct` controller when its directory exists, and
-    /// the unified `cpu.stat` otherwise (or when the v1 file is missing).
+    /// Reads the v1 `cpuacct` and `cpu` controllers when their directories
+    /// exist, and the unified `cpu.stat` otherwise (or for what the v1
+    /// files lack).
     pub fn read(dirs: &CgroupDirs) -> Self {
-        let v1 = existing_v1(dirs, "cpuacct").and_then(|d| read_u64(&d.join("cpuacct.usage")));
-        let usage = v1.or_else(|| {
-            let stat = read_flat(&dirs.unified()?.join("cpu.stat"))?;
-            Some(flat_get(&stat, "usage_usec")?.saturating_mul(1000))
-        });
+        let acct = existing_v1(dirs, "cpuacct");
+        let ticks = acct.and_then(|d| read_flat(&d.join("cpuacct.stat")));
+        let from_ticks = |key: &str| {
+            ticks
+                .as_deref()
+                .and_then(|t| flat_get(t, key))
+                .map(|v| v.saturating_mul(NS_PER_USER_HZ_TICK))
+        };
+        let throttling = existing_v1(dirs, "cpu").and_then(|d| read_flat(&d.join("cpu.stat")));
+        let unified = dirs
+            .unified()
+            .and_then(|d| read_flat(&d.join("cpu.stat")))
+            .unwrap_or_default();
+        let usec = |key: &str| flat_get(&unified, key).map(|v| v.saturating_mul(1000));
+        let v1_throttle = |key: &str| throttling.as_deref().and_then(|t| flat_get(t, key));
         Self {
-            usage_core_nanoseconds: usage,
+            usage_core_nanoseconds: acct
+                .and_then(|d| read_u64(&d.join("cpuacct.usage")))
+                .or_else(|| usec("usage_usec")),
+            user_nanoseconds: acct
+                .and_then(|d| read_u64(&d.join("cpuacct.usage_user")))
+                .or_else(|| from_ticks("user"))
+                .or_else(|| usec("user_usec")),
+            system_nanoseconds: acct
+                .and_then(|d| read_u64(&d.join("cpuacct.usage_sys")))
+                .or_else(|| from_ticks("system"))
+                .or_else(|| usec("system_usec")),
+            cfs_periods: v1_throttle("nr_periods").or_else(|| flat_get(&unified, "nr_periods")),
+            cfs_throttled_periods: v1_throttle("nr_throttled")
+                .or_else(|| flat_get(&unified, "nr_throttled")),
+            cfs_throttled_nanoseconds: v1_throttle("throttled_time")
+                .or_else(|| usec("throttled_usec")),
         }
     }
 }
@@ -83,6 +126,24 @@ pub struct MemoryStats {
     /// How many times the OOM killer killed a task of this cgroup: v1
     /// `memory.oom_control`, v2 `memory.events` (`oom_kill`).
     pub oom_kills: Option<u64>,
+    /// Page cache: v1 `total_cache`, v2 `file`.
+    pub cache_bytes: Option<u64>,
+    /// Memory-mapped files: v1 `total_mapped_file`, v2 `file_mapped`.
+    pub mapped_file_bytes: Option<u64>,
+    /// Kernel memory: v1 `memory.kmem.usage_in_bytes`, v2 `kernel` (or
+    /// `kernel_stack` + `slab` + `sock` on kernels before 5.18).
+    pub kernel_bytes: Option<u64>,
+    /// The highest usage recorded: v1 `memory.max_usage_in_bytes`, v2
+    /// `memory.peak` (5.19+).
+    pub max_usage_bytes: Option<u64>,
+    /// How many times usage hit the limit: v1 `memory.failcnt`, v2
+    /// `memory.events` `max`.
+    pub failcnt: Option<u64>,
+    /// Page faults of this cgroup's own tasks, children left out: v1
+    /// `pgfault` (v2 only counts hierarchically).
+    pub own_page_faults: Option<u64>,
+    /// Major page faults of this cgroup's own tasks: v1 `pgmajfault`.
+    pub own_major_page_faults: Option<u64>,
 }
 
 impl MemoryStats {
@@ -113,17 +174,26 @@ impl MemoryStats {
             .zip(swap_usage)
             .map(|((sw, mem), used)| sw.saturating_sub(mem).saturating_sub(used));
         let oom = read_flat(&dir.join("memory.oom_control")).and_then(|f| flat_get(&f, "oom_kill"));
-        Self::assemble(
-            usage,
-            total("inactive_file"),
-            total("rss"),
-            total("pgfault"),
-            total("pgmajfault"),
-            limit,
-            swap_usage,
-            swap_available,
-            oom,
-        )
+        Self {
+            cache_bytes: total("cache"),
+            mapped_file_bytes: total("mapped_file"),
+            kernel_bytes: read_u64(&dir.join("memory.kmem.usage_in_bytes")),
+            max_usage_bytes: read_u64(&dir.join("memory.max_usage_in_bytes")),
+            failcnt: read_u64(&dir.join("memory.failcnt")),
+            own_page_faults: flat_get(&stat, "pgfault"),
+            own_major_page_faults: flat_get(&stat, "pgmajfault"),
+            ..Self::assemble(
+                usage,
+                total("inactive_file"),
+                total("rss"),
+                total("pgfault"),
+                total("pgmajfault"),
+                limit,
+                swap_usage,
+                swap_available,
+                oom,
+            )
+        }
     }
 
     fn read_v2(dir: &Path) -> Self {
@@ -134,18 +204,31 @@ impl MemoryStats {
         let swap_available = read_u64(&dir.join("memory.swap.max"))
             .zip(swap_usage)
             .map(|(max, used)| max.saturating_sub(used));
-        let oom = read_flat(&dir.join("memory.events")).and_then(|f| flat_get(&f, "oom_kill"));
-        Self::assemble(
-            usage,
-            flat_get(&stat, "inactive_file"),
-            flat_get(&stat, "anon"),
-            flat_get(&stat, "pgfault"),
-            flat_get(&stat, "pgmajfault"),
-            limit,
-            swap_usage,
-            swap_available,
-            oom,
-        )
+        let events = read_flat(&dir.join("memory.events")).unwrap_or_default();
+        let stat_get = |key: &str| flat_get(&stat, key);
+        let kernel = stat_get("kernel").or_else(|| {
+            Some(stat_get("kernel_stack")? + stat_get("slab")? + stat_get("sock").unwrap_or(0))
+        });
+        Self {
+            cache_bytes: stat_get("file"),
+            mapped_file_bytes: stat_get("file_mapped"),
+            kernel_bytes: kernel,
+            max_usage_bytes: read_u64(&dir.join("memory.peak")),
+            failcnt: flat_get(&events, "max"),
+            own_page_faults: None,
+            own_major_page_faults: None,
+            ..Self::assemble(
+                usage,
+                stat_get("inactive_file"),
+                stat_get("anon"),
+                stat_get("pgfault"),
+                stat_get("pgmajfault"),
+                limit,
+                swap_usage,
+                swap_available,
+                flat_get(&events, "oom_kill"),
+            )
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -173,6 +256,7 @@ impl MemoryStats {
             swap_usage_bytes: swap_usage,
             swap_available_bytes: swap_available,
             oom_kills,
+            ..Self::default()
         }
     }
 }
@@ -201,12 +285,12 @@ impl PidsStats {
 }
 
 /// The v1 directory of `controller` if it exists on disk.
-fn existing_v1<'a>(dirs: &'a CgroupDirs, controller: &str) -> Option<&'a Path> {
+pub(crate) fn existing_v1<'a>(dirs: &'a CgroupDirs, controller: &str) -> Option<&'a Path> {
     dirs.v1(controller).filter(|d| d.is_dir())
 }
 
 /// A file holding one number. A v2 limit of `max` (none) reads as `None`.
-fn read_u64(path: &Path) -> Option<u64> {
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

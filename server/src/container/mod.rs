@@ -9,6 +9,7 @@
 pub mod exec;
 mod exit_watch;
 mod stats;
+mod update;
 mod view;
 
 use std::collections::HashMap;
@@ -349,6 +350,7 @@ impl Containers {
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            resources: None,
         };
         let _span = tracing::info_span!("create_container", container_id = %id, pod_id = %pod.id, name = %name).entered();
         match self.build(&config, &pod_config, pod, &image.id, &mut record, &run_dir) {
@@ -703,10 +705,18 @@ impl Containers {
 
     /// `ListContainerStats` (blocking).
     pub fn list_stats(&self, filter: &ContainerFilter) -> Vec<v1::ContainerStats> {
-        self.snapshot()
+        self.records(filter)
             .iter()
-            .filter(|r| filter.matches(r))
             .map(|r| stats::container_stats(r, &self.cpu_rate))
+            .collect()
+    }
+
+    /// The records that pass `filter`, oldest first, exits read
+    /// (blocking). For readers such as the metrics collector.
+    pub fn records(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        self.snapshot()
+            .into_iter()
+            .filter(|r| filter.matches(r))
             .collect()
     }
 

@@ -1,10 +1,64 @@
 //! `ContainerStats` from the container's cgroups and writable layer.
 
 use krio_proto::v1;
-use krio_runtime::stats::{CgroupDirs, CgroupStats, CpuRate, fs_usage};
+use std::collections::HashSet;
+
+use krio_runtime::stats::{CgroupDirs, CgroupStats, CpuRate, ProcessStats, fs_usage};
 use prost::Message;
 
+use super::Containers;
 use crate::state::{ContainerRecord, ContainerState};
+
+/// Bound on the processes visited when counting a container's.
+const MAX_PROCESSES: usize = 4_096;
+
+/// A pod's key in the CPU rate tracker the containers use (ids never
+/// collide; the prefix keeps pods recognisable for pruning).
+fn pod_key(pod_id: &str) -> String {
+    format!("pod:{pod_id}")
+}
+
+/// The cgroups of a container that has not exited.
+fn live_cgroup(record: &ContainerRecord) -> Option<CgroupDirs> {
+    if record.state == ContainerState::Exited || record.pid <= 0 {
+        return None;
+    }
+    u32::try_from(record.pid)
+        .ok()
+        .and_then(|pid| CgroupDirs::for_pid(pid).ok())
+}
+
+impl Containers {
+    /// `usage_nano_cores` of a pod's own cgroup from its cumulative usage
+    /// (blocking-free; `None` for the first sample).
+    pub fn sample_pod_cpu(&self, pod_id: &str, usage_core_ns: u64) -> Option<u64> {
+        self.cpu_rate
+            .sample(&pod_key(pod_id), std::time::Instant::now(), usage_core_ns)
+    }
+
+    /// Forgets the pod CPU samples of pods not in `live`.
+    pub fn retain_pod_cpu(&self, live: &HashSet<String>) {
+        self.cpu_rate.retain(|key| {
+            key.strip_prefix("pod:")
+                .is_none_or(|pod_id| live.contains(pod_id))
+        });
+    }
+
+    /// The processes of a pod's running containers, summed (blocking);
+    /// `None` when none could be counted.
+    pub fn pod_process_count(&self, pod_id: &str) -> Option<u64> {
+        self.records(&super::ContainerFilter {
+            pod_id: pod_id.to_owned(),
+            ..Default::default()
+        })
+        .iter()
+        .filter(|r| r.pod_id == pod_id)
+        .filter_map(live_cgroup)
+        .filter_map(|dirs| ProcessStats::read(&dirs, MAX_PROCESSES))
+        .map(|p| p.processes)
+        .reduce(|a, b| a + b)
+    }
+}
 
 /// Bound on the writable-layer walk (stats must stay cheap).
 const MAX_LAYER_ENTRIES: u64 = 100_000;
@@ -18,14 +72,7 @@ fn value(v: Option<u64>) -> Option<v1::UInt64Value> {
 pub fn container_stats(record: &ContainerRecord, rate: &CpuRate) -> v1::ContainerStats {
     let config = v1::ContainerConfig::decode(record.config.as_slice()).unwrap_or_default();
     let now = crate::clock::now_ns();
-    let cgroup = if record.state != ContainerState::Exited && record.pid > 0 {
-        u32::try_from(record.pid)
-            .ok()
-            .and_then(|pid| CgroupDirs::for_pid(pid).ok())
-            .map(|dirs| CgroupStats::read(&dirs))
-    } else {
-        None
-    };
+    let cgroup = live_cgroup(record).map(|dirs| CgroupStats::read(&dirs));
     let (cpu, memory, swap) = match &cgroup {
         Some(stats) => {
             let usage = stats.cpu.usage_core_nanoseconds;

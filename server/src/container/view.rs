@@ -20,6 +20,14 @@ fn config(record: &ContainerRecord) -> v1::ContainerConfig {
     v1::ContainerConfig::decode(record.config.as_slice()).unwrap_or_default()
 }
 
+/// The resources in force: the last update's, else the config's.
+pub fn current_resources(record: &ContainerRecord) -> Option<v1::LinuxContainerResources> {
+    match &record.resources {
+        Some(bytes) => v1::LinuxContainerResources::decode(bytes.as_slice()).ok(),
+        None => config(record).linux.and_then(|l| l.resources),
+    }
+}
+
 fn image_spec(record: &ContainerRecord) -> v1::ImageSpec {
     v1::ImageSpec {
         image: record.image.clone(),
@@ -59,7 +67,10 @@ pub fn status(record: &ContainerRecord, verbose: bool) -> v1::ContainerStatusRes
             annotations: config.annotations.clone(),
             mounts: config.mounts.clone(),
             log_path: record.log_path.display().to_string(),
-            resources: None,
+            resources: current_resources(record).map(|linux| v1::ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
             image_id: record.image_id.clone(),
             user: Some(v1::ContainerUser {
                 linux: Some(v1::LinuxContainerUser {

@@ -1,7 +1,9 @@
 //! The CRI services: thin tonic impls that call one handler per RPC.
 
+mod checkpoint;
 mod image_service;
 mod images;
+mod pod_metrics;
 mod pod_stats;
 mod runtime_info;
 mod runtime_service;

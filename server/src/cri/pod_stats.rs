@@ -1,15 +1,20 @@
-//! `PodSandboxStats`: the pod's containers summed, its network interfaces
-//! read inside its network namespace.
+//! `PodSandboxStats`: the pod's own cgroup when the kubelet gave it one
+//! (else its containers summed), its process count, and its network
+//! interfaces read inside its network namespace.
 
 use krio_proto::v1;
-use krio_runtime::stats::{InterfaceStats, netns_stats};
+use krio_runtime::stats::{CgroupDirs, CgroupStats, InterfaceStats, ProcessStats, netns_stats};
 use prost::Message;
 
 use super::Daemon;
+use crate::config::CgroupManager;
 use crate::container::ContainerFilter;
 use crate::error::Error;
 use crate::sandbox::PodFilter;
 use crate::state::PodRecord;
+
+/// Bound on the processes visited when counting a pod's.
+const MAX_PROCESSES: usize = 16_384;
 
 fn value(v: u64) -> Option<v1::UInt64Value> {
     Some(v1::UInt64Value { value: v })
@@ -32,28 +37,40 @@ fn interface(i: &InterfaceStats) -> v1::NetworkInterfaceUsage {
     }
 }
 
-/// The stats of one pod (blocking: reads cgroups and the netns).
-fn pod_stats(daemon: &Daemon, pod: &PodRecord) -> v1::PodSandboxStats {
-    let config = v1::PodSandboxConfig::decode(pod.config.as_slice()).unwrap_or_default();
-    let containers = daemon.containers.list_stats(&ContainerFilter {
-        pod_id: pod.id.clone(),
-        ..ContainerFilter::default()
-    });
-    let now = crate::clock::now_ns();
+/// The pod's own cgroup, when the kubelet gave a cgroup parent and the
+/// cgroupfs driver is in use (a systemd slice name is not a path), and the
+/// cgroup exists.
+fn pod_cgroup(daemon: &Daemon, config: &v1::PodSandboxConfig) -> Option<CgroupDirs> {
+    if daemon.config.cgroup_manager != CgroupManager::Cgroupfs {
+        return None;
+    }
+    let parent = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.as_str())
+        .filter(|p| !p.is_empty())?;
+    let dirs = CgroupDirs::for_cgroups_path(parent).ok()?;
+    let exists = dirs.v1_controllers().any(|(_, d)| d.is_dir())
+        || dirs.unified().is_some_and(|d| d.is_dir());
+    exists.then_some(dirs)
+}
+
+/// CPU and memory summed over the pod's containers.
+fn summed(containers: &[v1::ContainerStats], now: i64) -> (v1::CpuUsage, v1::MemoryUsage) {
     let cpu = v1::CpuUsage {
         timestamp: now,
-        usage_core_nano_seconds: sum(&containers, |c| {
+        usage_core_nano_seconds: sum(containers, |c| {
             c.cpu.as_ref()?.usage_core_nano_seconds.map(|v| v.value)
         })
         .and_then(value),
-        usage_nano_cores: sum(&containers, |c| {
+        usage_nano_cores: sum(containers, |c| {
             c.cpu.as_ref()?.usage_nano_cores.map(|v| v.value)
         })
         .and_then(value),
         psi: None,
     };
     let memory_field = |f: fn(&v1::MemoryUsage) -> Option<v1::UInt64Value>| {
-        sum(&containers, |c| f(c.memory.as_ref()?).map(|v| v.value)).and_then(value)
+        sum(containers, |c| f(c.memory.as_ref()?).map(|v| v.value)).and_then(value)
     };
     let memory = v1::MemoryUsage {
         timestamp: now,
@@ -64,6 +81,61 @@ fn pod_stats(daemon: &Daemon, pod: &PodRecord) -> v1::PodSandboxStats {
         page_faults: memory_field(|m| m.page_faults),
         major_page_faults: memory_field(|m| m.major_page_faults),
         psi: None,
+    };
+    (cpu, memory)
+}
+
+/// CPU and memory of the pod's own cgroup (everything below it, the
+/// kubelet's own accounting included).
+fn from_cgroup(
+    daemon: &Daemon,
+    pod: &PodRecord,
+    stats: &CgroupStats,
+    now: i64,
+) -> (v1::CpuUsage, v1::MemoryUsage) {
+    let usage = stats.cpu.usage_core_nanoseconds;
+    let m = &stats.memory;
+    let opt = |v: Option<u64>| v.and_then(value);
+    (
+        v1::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: opt(usage),
+            usage_nano_cores: opt(usage.and_then(|u| daemon.containers.sample_pod_cpu(&pod.id, u))),
+            psi: None,
+        },
+        v1::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: opt(m.working_set_bytes),
+            available_bytes: opt(m.available_bytes),
+            usage_bytes: opt(m.usage_bytes),
+            rss_bytes: opt(m.rss_bytes),
+            page_faults: opt(m.page_faults),
+            major_page_faults: opt(m.major_page_faults),
+            psi: None,
+        },
+    )
+}
+
+/// The stats of one pod (blocking: reads cgroups and the netns). With a
+/// pod cgroup, CPU, memory and processes are the cgroup's; without one (or
+/// when it cannot be read) they are the containers' sums.
+fn pod_stats(daemon: &Daemon, pod: &PodRecord) -> v1::PodSandboxStats {
+    let config = v1::PodSandboxConfig::decode(pod.config.as_slice()).unwrap_or_default();
+    let containers = daemon.containers.list_stats(&ContainerFilter {
+        pod_id: pod.id.clone(),
+        ..ContainerFilter::default()
+    });
+    let now = crate::clock::now_ns();
+    let cgroup = pod_cgroup(daemon, &config)
+        .map(|dirs| (CgroupStats::read(&dirs), dirs))
+        .filter(|(stats, _)| stats.cpu.usage_core_nanoseconds.is_some());
+    let (cpu, memory) = match &cgroup {
+        Some((stats, _)) => from_cgroup(daemon, pod, stats, now),
+        None => summed(&containers, now),
+    };
+    let processes = match &cgroup {
+        Some((_, dirs)) => ProcessStats::read(dirs, MAX_PROCESSES).map(|p| p.processes),
+        None => daemon.containers.pod_process_count(&pod.id),
     };
     let network = pod
         .namespaces
@@ -86,12 +158,26 @@ fn pod_stats(daemon: &Daemon, pod: &PodRecord) -> v1::PodSandboxStats {
             cpu: Some(cpu),
             memory: Some(memory),
             network,
-            process: None,
+            process: processes.map(|count| v1::ProcessUsage {
+                timestamp: now,
+                process_count: value(count),
+            }),
             containers,
             io: None,
         }),
         windows: None,
     }
+}
+
+/// Forgets the CPU samples of removed pods.
+fn prune_cpu_samples(daemon: &Daemon) {
+    let live: std::collections::HashSet<String> = daemon
+        .sandboxes
+        .list(&PodFilter::default())
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    daemon.containers.retain_pod_cpu(&live);
 }
 
 /// `PodSandboxStats`.
@@ -100,6 +186,7 @@ pub async fn one(daemon: &std::sync::Arc<Daemon>, id: &str) -> Result<v1::PodSan
         .sandboxes
         .get(id)?
         .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))?;
+    prune_cpu_samples(daemon);
     let daemon = daemon.clone();
     tokio::task::spawn_blocking(move || pod_stats(&daemon, &pod))
         .await
@@ -122,6 +209,7 @@ pub async fn list(
         .into_iter()
         .map(|p| p.id)
         .collect();
+    prune_cpu_samples(daemon);
     let daemon = daemon.clone();
     tokio::task::spawn_blocking(move || {
         ids.iter()

@@ -1,5 +1,4 @@
-//! The tonic `RuntimeService`: one line per RPC, calling its handler. RPCs whose
-//! issue has not landed answer `Unimplemented`, naming the RPC.
+//! The tonic `RuntimeService`: one line per RPC, calling its handler.
 
 use std::sync::Arc;
 
@@ -12,8 +11,6 @@ use crate::container::ContainerFilter;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::sandbox::PodFilter;
-
-const SERVICE: &str = "RuntimeService";
 
 /// The CRI `RuntimeService`.
 #[derive(Debug, Clone)]
@@ -257,9 +254,15 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_container_resources(
         &self,
-        _req: Request<v1::UpdateContainerResourcesRequest>,
+        req: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "UpdateContainerResources").into())
+        let containers = self.daemon.containers.clone();
+        let req = req.into_inner();
+        blocking("updating the container's resources", move || {
+            containers.update_resources(&req)
+        })
+        .await?;
+        Ok(Response::new(v1::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -420,21 +423,21 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::CheckpointContainerRequest>,
     ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "CheckpointContainer").into())
+        Err(super::checkpoint::unsupported("CheckpointContainer").into())
     }
 
     async fn checkpoint_pod(
         &self,
         _req: Request<v1::CheckpointPodRequest>,
     ) -> Result<Response<v1::CheckpointPodResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "CheckpointPod").into())
+        Err(super::checkpoint::unsupported("CheckpointPod").into())
     }
 
     async fn restore_pod(
         &self,
         _req: Request<v1::RestorePodRequest>,
     ) -> Result<Response<v1::RestorePodResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "RestorePod").into())
+        Err(super::checkpoint::unsupported("RestorePod").into())
     }
 
     type GetContainerEventsStream = ResponseStream<v1::ContainerEventResponse>;
@@ -469,14 +472,19 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::ListMetricDescriptorsRequest>,
     ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListMetricDescriptors").into())
+        Ok(Response::new(v1::ListMetricDescriptorsResponse {
+            descriptors: super::pod_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<v1::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "ListPodSandboxMetrics").into())
+        let pod_metrics = super::pod_metrics::list(&self.daemon).await?;
+        Ok(Response::new(v1::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     type StreamPodSandboxMetricsStream = ResponseStream<v1::StreamPodSandboxMetricsResponse>;
@@ -485,7 +493,12 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<v1::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        Err(Error::unimplemented(SERVICE, "StreamPodSandboxMetrics").into())
+        let items = super::pod_metrics::list(&self.daemon).await?;
+        Ok(Response::new(stream_each(items, |m| {
+            v1::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics: vec![m],
+            }
+        })))
     }
 
     async fn runtime_config(
@@ -497,8 +510,14 @@ impl v1::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _req: Request<v1::UpdatePodSandboxResourcesRequest>,
+        req: Request<v1::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
-        Err(Error::unimplemented(SERVICE, "UpdatePodSandboxResources").into())
+        let sandboxes = self.daemon.sandboxes.clone();
+        let req = req.into_inner();
+        blocking("recording the pod's resources", move || {
+            sandboxes.update_resources(&req)
+        })
+        .await?;
+        Ok(Response::new(v1::UpdatePodSandboxResourcesResponse {}))
     }
 }

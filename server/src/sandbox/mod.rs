@@ -10,6 +10,7 @@ mod bandwidth;
 mod files;
 pub mod infra;
 mod reserve;
+mod resources;
 mod validate;
 mod view;
 
@@ -191,6 +192,7 @@ impl Sandboxes {
             ips: Vec::new(),
             network_attached: false,
             infra_pid: None,
+            resources: None,
         };
         self.store
             .put_pod(&record)

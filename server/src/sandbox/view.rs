@@ -43,6 +43,7 @@ pub fn status(
             "dir": pod.dir,
             "shm": pod.shm,
             "ips": pod.ips,
+            "resources": pod.resources.as_ref().map(resources_json),
         });
         info.insert("info".to_owned(), details.to_string());
     }
@@ -66,6 +67,29 @@ pub fn status(
         containers_statuses: Vec::new(),
         timestamp: crate::clock::now_ns(),
     }
+}
+
+/// The recorded pod-level resources, decoded for the verbose info.
+fn resources_json(r: &crate::state::PodResources) -> serde_json::Value {
+    use prost::Message;
+    let decode = |b: &Option<Vec<u8>>| {
+        b.as_deref()
+            .and_then(|b| v1::LinuxContainerResources::decode(b).ok())
+            .map(|r| {
+                serde_json::json!({
+                    "cpuPeriod": r.cpu_period,
+                    "cpuQuota": r.cpu_quota,
+                    "cpuShares": r.cpu_shares,
+                    "memoryLimitInBytes": r.memory_limit_in_bytes,
+                    "cpusetCpus": r.cpuset_cpus,
+                    "cpusetMems": r.cpuset_mems,
+                })
+            })
+    };
+    serde_json::json!({
+        "overhead": decode(&r.overhead),
+        "resources": decode(&r.resources),
+    })
 }
 
 /// One `ListPodSandbox` entry.

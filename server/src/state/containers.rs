@@ -68,4 +68,9 @@ pub struct ContainerRecord {
     pub gid: u32,
     /// Its supplementary groups.
     pub additional_gids: Vec<u32>,
+    /// The `LinuxContainerResources` (protobuf) in force after the last
+    /// `UpdateContainerResources`; `None` until then, when the config's
+    /// resources are the ones in force.
+    #[serde(default)]
+    pub resources: Option<Vec<u8>>,
 }

@@ -6,7 +6,7 @@ mod containers;
 mod pods;
 
 pub use containers::{ContainerRecord, ContainerState};
-pub use pods::{PodNamespaces, PodRecord, PodState};
+pub use pods::{PodNamespaces, PodRecord, PodResources, PodState};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -45,6 +45,20 @@ pub struct PodRecord {
     /// Host PID of the infra process holding a shared PID namespace.
     #[serde(default)]
     pub infra_pid: Option<i32>,
+    /// The pod-level resources the kubelet last sent with
+    /// `UpdatePodSandboxResources`; `None` before any.
+    #[serde(default)]
+    pub resources: Option<PodResources>,
+}
+
+/// Pod-level resources as the kubelet reports them (each a
+/// `LinuxContainerResources`, protobuf-encoded; absent when not sent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodResources {
+    /// The pod's overhead (RuntimeClass overhead).
+    pub overhead: Option<Vec<u8>>,
+    /// The sum of its containers' resources.
+    pub resources: Option<Vec<u8>>,
 }
 
 /// Pins of the namespaces a pod owns; `None` means the node's.
@@ -89,6 +103,7 @@ impl PodRecord {
             ips: vec!["10.0.0.2".into()],
             network_attached: true,
             infra_pid: None,
+            resources: None,
         }
     }
 }

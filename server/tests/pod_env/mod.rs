@@ -1,0 +1,227 @@
+//! A daemon with the local registry, a bridge network, busybox pulled and
+//! one pod, for the resource and metrics tests. Root-only.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::time::{Duration, Instant};
+
+use krio_proto::v1;
+
+use crate::common::{self, BridgeGuard, MountGuard, RuntimeClient, Sandbox};
+
+pub const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+
+pub struct Env {
+    pub sandbox: Sandbox,
+    _bridge: BridgeGuard,
+    _mounts: MountGuard,
+    pub daemon: Option<common::Daemon>,
+    pub client: RuntimeClient,
+    pub pod_id: String,
+    pub pod_config: v1::PodSandboxConfig,
+}
+
+/// Starts the daemon on test subnet `net` and runs pod `name` with
+/// `cgroup_parent` (empty: none).
+pub async fn env(net: u8, name: &str, cgroup_parent: &str) -> Env {
+    let sandbox = Sandbox::new();
+    let mounts = MountGuard(sandbox.dir.path().to_path_buf());
+    let bridge = BridgeGuard(sandbox.write_bridge_network(net));
+    sandbox.use_local_registry();
+    let daemon = sandbox.start();
+    let mut images = common::image_client(&daemon.socket).await;
+    images
+        .pull_image(v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    let mut client = common::runtime_client(&daemon.socket).await;
+    let pod_config = v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "test".into(),
+            attempt: 0,
+        }),
+        log_directory: sandbox.path("logs").display().to_string(),
+        linux: Some(v1::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod_id = client
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    Env {
+        sandbox,
+        _bridge: bridge,
+        _mounts: mounts,
+        daemon: Some(daemon),
+        client,
+        pod_id,
+        pod_config,
+    }
+}
+
+impl Env {
+    /// Creates and starts a busybox container running `command` with
+    /// `resources`.
+    pub async fn run(
+        &mut self,
+        name: &str,
+        command: &[&str],
+        resources: Option<v1::LinuxContainerResources>,
+    ) -> String {
+        let id = self
+            .client
+            .create_container(v1::CreateContainerRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+                config: Some(v1::ContainerConfig {
+                    metadata: Some(v1::ContainerMetadata {
+                        name: name.into(),
+                        attempt: 0,
+                    }),
+                    image: Some(v1::ImageSpec {
+                        image: BUSYBOX.into(),
+                        ..Default::default()
+                    }),
+                    command: command.iter().map(|s| (*s).to_owned()).collect(),
+                    log_path: format!("{name}.log"),
+                    linux: Some(v1::LinuxContainerConfig {
+                        resources,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(self.pod_config.clone()),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .container_id;
+        self.client
+            .start_container(v1::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        id
+    }
+
+    pub async fn status(&mut self, id: &str) -> v1::ContainerStatus {
+        self.client
+            .container_status(v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    /// The container's init PID on the host.
+    pub async fn pid(&mut self, id: &str) -> u32 {
+        let resp = self
+            .client
+            .container_status(v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).expect("info json");
+        u32::try_from(info["pid"].as_i64().expect("pid")).expect("pid fits")
+    }
+
+    /// Restarts the daemon (SIGTERM, then start again on the same dirs).
+    pub async fn restart_daemon(&mut self) {
+        let daemon = self.daemon.take().expect("daemon");
+        let out = daemon.terminate();
+        assert!(out.status.success(), "krio stops cleanly");
+        let daemon = self.sandbox.start();
+        self.client = common::runtime_client(&daemon.socket).await;
+        self.daemon = Some(daemon);
+    }
+
+    pub async fn remove_pod(&mut self) {
+        self.client
+            .stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+            })
+            .await
+            .expect("stop pod");
+        self.client
+            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
+            })
+            .await
+            .expect("remove pod");
+    }
+}
+
+/// A cgroup v1 controller directory (or the cgroup v2 one) of a process:
+/// `/proc/PID/cgroup` resolved against the standard mount points.
+pub fn cgroup_dir(pid: u32, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if controller.is_empty() && controllers.is_empty() {
+            let v2_root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                "/sys/fs/cgroup"
+            } else {
+                "/sys/fs/cgroup/unified"
+            };
+            return std::path::Path::new(v2_root).join(rel);
+        }
+        if controllers.split(',').any(|c| c == controller) {
+            return std::path::Path::new("/sys/fs/cgroup")
+                .join(controllers)
+                .join(rel);
+        }
+    }
+    panic!("no {controller:?} cgroup for {pid}");
+}
+
+/// Whether this host runs cgroup v2 only.
+pub fn pure_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most
+/// `limit` (a bound on a hang, not a timing assertion).
+pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
