@@ -711,3 +711,147 @@ async fn crun_handler_runs_or_fails_with_cruns_own_message() {
     }
     env.remove_pod().await;
 }
+
+#[tokio::test]
+async fn image_volumes_are_read_only_images_with_sub_paths() {
+    if skip_unless_root("image_volumes_are_read_only_images_with_sub_paths")
+        || !registry_ready("image_volumes_are_read_only_images_with_sub_paths")
+    {
+        return;
+    }
+    const VOLUME_IMAGE: &str = "gcr.io/k8s-staging-cri-tools/test-image-1:latest";
+    let mut env = env(18, "imgvol").await;
+    let mut images = image_client(&env.daemon.as_ref().expect("daemon").socket).await;
+    let image_ref = images
+        .pull_image(v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: VOLUME_IMAGE.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull the volume image")
+        .into_inner()
+        .image_ref;
+    let volume = |path: &str, sub_path: &str, readonly: bool| v1::Mount {
+        container_path: path.into(),
+        readonly,
+        image: Some(v1::ImageSpec {
+            image: image_ref.clone(),
+            user_specified_image: VOLUME_IMAGE.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    };
+    let mut request = env.container("vols", &["sleep", "600"]);
+    let config = request.config.as_mut().expect("config");
+    config.mounts = vec![volume("/mnt/iv", "", true), volume("/mnt/etc", "etc", true)];
+    let id = env
+        .client
+        .create_container(request)
+        .await
+        .expect("create with image volumes")
+        .into_inner()
+        .container_id;
+    env.client
+        .start_container(v1::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("start");
+    let exec = |cmd: &[&str]| v1::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        timeout: 10,
+    };
+    let run = env
+        .client
+        .exec_sync(exec(&[
+            "sh",
+            "-c",
+            "ls /mnt/iv/test-image-1 && /mnt/iv/bin/ls /mnt/etc/passwd",
+        ]))
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(run.exit_code, 0, "{}", String::from_utf8_lossy(&run.stderr));
+    let write = env
+        .client
+        .exec_sync(exec(&["touch", "/mnt/iv/new-file"]))
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_ne!(write.exit_code, 0, "an image volume must be read-only");
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("Read-only"),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let st = env.status(&id).await;
+    let shown = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/mnt/iv")
+        .and_then(|m| m.image.clone())
+        .expect("the volume in ContainerStatus.mounts");
+    assert_eq!(shown.image_ref, image_ref);
+
+    // In use: the image cannot be removed under the container.
+    let refused = images
+        .remove_image(v1::RemoveImageRequest {
+            image: Some(v1::ImageSpec {
+                image: image_ref.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("the volume's image is in use");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    // Bad volumes are refused, leaving nothing behind.
+    for (mount, why) in [
+        (volume("/mnt/rw", "", false), "read-only"),
+        (volume("/mnt/nope", "not-existing", true), "does not exist"),
+        (volume("/mnt/up", "../..", true), ".."),
+    ] {
+        let mut request = env.container("badvol", &["sleep", "600"]);
+        request.config.as_mut().expect("config").mounts = vec![mount];
+        let err = env
+            .client
+            .create_container(request)
+            .await
+            .expect_err("a bad image volume");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(why), "{why}: {err:?}");
+    }
+
+    env.client
+        .remove_container(v1::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    let left: Vec<String> = env
+        .sandbox
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/vol"))
+        .collect();
+    assert!(left.is_empty(), "image volume mounts left: {left:?}");
+    images
+        .remove_image(v1::RemoveImageRequest {
+            image: Some(v1::ImageSpec {
+                image: image_ref,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("the image is free once the container is gone");
+    env.remove_pod().await;
+}

@@ -8,6 +8,7 @@
 
 pub mod exec;
 mod exit_watch;
+mod image_volumes;
 mod stats;
 mod update;
 mod view;
@@ -394,6 +395,13 @@ impl Containers {
             .map_err(|e| Error::internal(format!("creating {}", record.rootfs.display()), e))?;
         // Write the CRI record first so a crash mid-create is cleaned at start.
         self.save(record)?;
+        let mut with_volumes = config.clone();
+        image_volumes::mount_all(&self.images, &record.id, run_dir, &mut with_volumes)?;
+        if with_volumes != *config {
+            // Keeps the volumes' image digests for ContainerStatus.
+            record.config = with_volumes.encode_to_vec();
+        }
+        let config = &image_volumes::as_binds(&with_volumes);
         let rootfs = self.images.prepare_rootfs(image_id, &record.id)?;
         record.upper_dir.clone_from(&rootfs.upper_dir);
         self.images.mount_rootfs(&rootfs, &record.rootfs)?;
@@ -535,6 +543,11 @@ impl Containers {
             tracing::warn!(container_id = %record.id, error = %e, "could not remove the container's rootfs");
         }
         let run_dir = record.bundle.parent().map(Path::to_path_buf);
+        if let Some(run_dir) = &run_dir
+            && let Ok(config) = v1::ContainerConfig::decode(record.config.as_slice())
+        {
+            image_volumes::unmount_all(&self.images, &record.id, run_dir, &config);
+        }
         for dir in run_dir.iter().chain(std::iter::once(&record.state_dir)) {
             if let Err(e) = std::fs::remove_dir_all(dir)
                 && e.kind() != std::io::ErrorKind::NotFound
