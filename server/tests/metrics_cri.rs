@@ -49,23 +49,23 @@ async fn pod_metrics_track_cpu_and_memory_with_described_labels() {
     if skip_unless_root(test) || !registry_ready(test) {
         return;
     }
-    let mut env = env(43, "metrics", "").await;
+    let mut env = env(43, "metrics").await;
     // Holds ~30 MiB in a shell variable, then burns CPU.
     let burner = env
-        .run(
+        .run_limited(
             "burner",
             &[
                 "sh",
                 "-c",
                 "x=$(head -c 30000000 /dev/zero | tr '\\0' a); while :; do :; done",
             ],
-            Some(v1::LinuxContainerResources {
+            v1::LinuxContainerResources {
                 memory_limit_in_bytes: 256 * MIB as i64,
                 ..Default::default()
-            }),
+            },
         )
         .await;
-    let idle = env.run("idle", &["sleep", "100000"], None).await;
+    let idle = env.run("idle", &["sleep", "100000"]).await;
     let started_at = env.status(&burner).await.started_at;
 
     let descriptors: HashMap<String, usize> = env

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{registry_ready, skip_unless_root};
 use krio_proto::v1;
-use pod_env::{cgroup_dir, env, pure_v2};
+use pod_env::{cgroup_dir, env, env_in_cgroup, pure_v2};
 
 const MIB: i64 = 1 << 20;
 
@@ -57,12 +57,12 @@ async fn updates_reach_the_cgroup_and_the_status_and_survive_a_restart() {
     if skip_unless_root(test) || !registry_ready(test) {
         return;
     }
-    let mut env = env(41, "update", "").await;
+    let mut env = env(41, "update").await;
     let id = env
-        .run(
+        .run_limited(
             "sleeper",
             &["sleep", "100000"],
-            Some(v1::LinuxContainerResources {
+            v1::LinuxContainerResources {
                 cpu_period: 100_000,
                 cpu_quota: 50_000,
                 memory_limit_in_bytes: 64 * MIB,
@@ -70,7 +70,7 @@ async fn updates_reach_the_cgroup_and_the_status_and_survive_a_restart() {
                 // too, so raising memory alone must move both.
                 memory_swap_limit_in_bytes: 64 * MIB,
                 ..Default::default()
-            }),
+            },
         )
         .await;
     let pid = env.pid(&id).await;
@@ -326,8 +326,8 @@ async fn pod_stats_read_the_pod_cgroup() {
     }
     let tree = CgroupTree(format!("krio-test-{}-res", std::process::id()));
     let parent = format!("/{}/pod42", tree.0);
-    let mut env = env(42, "podcg", &parent).await;
-    let id = env.run("sleeper", &["sleep", "100000"], None).await;
+    let mut env = env_in_cgroup(42, "podcg", &parent).await;
+    let id = env.run("sleeper", &["sleep", "100000"]).await;
     let read = |mut client: common::RuntimeClient, pod_sandbox_id: String| async move {
         client
             .pod_sandbox_stats(v1::PodSandboxStatsRequest { pod_sandbox_id })

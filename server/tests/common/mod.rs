@@ -266,6 +266,25 @@ pub struct MountGuard(pub PathBuf);
 impl Drop for MountGuard {
     fn drop(&mut self) {
         let prefix = self.0.display().to_string();
+        // Containers a failed test left running (runc's default root): their
+        // bundles are under the dir. `delete --force` kills them and removes
+        // their cgroups and runc state.
+        let listed = Command::new("runc")
+            .args(["list", "--format", "json"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let containers: Vec<serde_json::Value> =
+            serde_json::from_slice(&listed).unwrap_or_default();
+        for c in containers {
+            if c["bundle"].as_str().is_some_and(|b| b.starts_with(&prefix))
+                && let Some(id) = c["id"].as_str()
+            {
+                let _ = Command::new("runc")
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+        }
         // Pod infra processes of a failed test name the dir in their args.
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {

@@ -1,5 +1,5 @@
 //! A daemon with the local registry, a bridge network, busybox pulled and
-//! one pod, for the resource and metrics tests. Root-only.
+//! one pod, for the container, resource and metrics tests. Root-only.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
@@ -11,19 +11,40 @@ use crate::common::{self, BridgeGuard, MountGuard, RuntimeClient, Sandbox};
 
 pub const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 
+/// Fields drop in order: the daemon first, then what it left (containers,
+/// mounts), the bridge, and the temp dir last.
 pub struct Env {
-    pub sandbox: Sandbox,
-    _bridge: BridgeGuard,
-    _mounts: MountGuard,
     pub daemon: Option<common::Daemon>,
+    _mounts: MountGuard,
+    _bridge: BridgeGuard,
+    pub sandbox: Sandbox,
     pub client: RuntimeClient,
     pub pod_id: String,
     pub pod_config: v1::PodSandboxConfig,
 }
 
-/// Starts the daemon on test subnet `net` and runs pod `name` with
-/// `cgroup_parent` (empty: none).
-pub async fn env(net: u8, name: &str, cgroup_parent: &str) -> Env {
+/// Starts the daemon on test subnet `net` and runs pod `name`.
+pub async fn env(net: u8, name: &str) -> Env {
+    start(net, name, "", "").await
+}
+
+/// [`env`] with the pod on runtime handler `handler`.
+pub async fn env_on(net: u8, name: &str, handler: &str) -> Env {
+    start(net, name, handler, "").await
+}
+
+/// [`env`] with the pod under `cgroup_parent`.
+pub async fn env_in_cgroup(net: u8, name: &str, cgroup_parent: &str) -> Env {
+    start(net, name, "", cgroup_parent).await
+}
+
+async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str) -> Env {
+    assert!(
+        std::path::Path::new(common::KRIO)
+            .with_file_name("krio-monitor")
+            .exists(),
+        "krio-monitor must be built beside krio (cargo test --workspace builds it)"
+    );
     let sandbox = Sandbox::new();
     let mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let bridge = BridgeGuard(sandbox.write_bridge_network(net));
@@ -58,17 +79,17 @@ pub async fn env(net: u8, name: &str, cgroup_parent: &str) -> Env {
     let pod_id = client
         .run_pod_sandbox(v1::RunPodSandboxRequest {
             config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.into(),
         })
         .await
         .expect("run pod")
         .into_inner()
         .pod_sandbox_id;
     Env {
-        sandbox,
-        _bridge: bridge,
-        _mounts: mounts,
         daemon: Some(daemon),
+        _mounts: mounts,
+        _bridge: bridge,
+        sandbox,
         client,
         pod_id,
         pod_config,
@@ -76,37 +97,55 @@ pub async fn env(net: u8, name: &str, cgroup_parent: &str) -> Env {
 }
 
 impl Env {
-    /// Creates and starts a busybox container running `command` with
-    /// `resources`.
-    pub async fn run(
+    /// The request for a busybox container in the pod running `command`,
+    /// logging to `<name>.log`.
+    pub fn container(&self, name: &str, command: &[&str]) -> v1::CreateContainerRequest {
+        v1::CreateContainerRequest {
+            pod_sandbox_id: self.pod_id.clone(),
+            config: Some(v1::ContainerConfig {
+                metadata: Some(v1::ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(v1::ImageSpec {
+                    image: BUSYBOX.into(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|s| (*s).to_owned()).collect(),
+                log_path: format!("{name}.log"),
+                ..Default::default()
+            }),
+            sandbox_config: Some(self.pod_config.clone()),
+        }
+    }
+
+    /// Creates and starts a busybox container running `command`.
+    pub async fn run(&mut self, name: &str, command: &[&str]) -> String {
+        let request = self.container(name, command);
+        self.create_and_start(request).await
+    }
+
+    /// [`Env::run`] with `resources`.
+    pub async fn run_limited(
         &mut self,
         name: &str,
         command: &[&str],
-        resources: Option<v1::LinuxContainerResources>,
+        resources: v1::LinuxContainerResources,
     ) -> String {
+        let mut request = self.container(name, command);
+        if let Some(config) = request.config.as_mut() {
+            config.linux = Some(v1::LinuxContainerConfig {
+                resources: Some(resources),
+                ..Default::default()
+            });
+        }
+        self.create_and_start(request).await
+    }
+
+    async fn create_and_start(&mut self, request: v1::CreateContainerRequest) -> String {
         let id = self
             .client
-            .create_container(v1::CreateContainerRequest {
-                pod_sandbox_id: self.pod_id.clone(),
-                config: Some(v1::ContainerConfig {
-                    metadata: Some(v1::ContainerMetadata {
-                        name: name.into(),
-                        attempt: 0,
-                    }),
-                    image: Some(v1::ImageSpec {
-                        image: BUSYBOX.into(),
-                        ..Default::default()
-                    }),
-                    command: command.iter().map(|s| (*s).to_owned()).collect(),
-                    log_path: format!("{name}.log"),
-                    linux: Some(v1::LinuxContainerConfig {
-                        resources,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(self.pod_config.clone()),
-            })
+            .create_container(request)
             .await
             .expect("create")
             .into_inner()
@@ -131,6 +170,18 @@ impl Env {
             .into_inner()
             .status
             .expect("status")
+    }
+
+    /// Polls the container's status until it has exited (at most 20 s).
+    pub async fn wait_exited(&mut self, id: &str) -> v1::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await;
+            if st.state == v1::ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The container's init PID on the host.
