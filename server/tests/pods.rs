@@ -53,6 +53,24 @@ fn nsenter_net(pin: &str, args: &[&str]) -> std::process::Output {
         .expect("nsenter")
 }
 
+/// The IPs host-local holds on test network `net` (its lease files).
+fn leases(sandbox: &Sandbox, net: u8) -> Vec<String> {
+    std::fs::read_dir(sandbox.path(&format!("ipam/krio-test-{net}")))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// kill -9 of the daemon: no chance to clean up.
+fn sigkill(mut daemon: common::Daemon) {
+    let mut child = daemon.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
 fn netns_pin(sandbox: &Sandbox, id: &str) -> String {
     sandbox
         .path(&format!("run/ns/net/{id}"))
@@ -439,7 +457,7 @@ async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
     let sandbox = Sandbox::new();
     let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let _bridge = BridgeGuard(sandbox.write_bridge_network(4));
-    let mut daemon = sandbox.start();
+    let daemon = sandbox.start();
     let mut client = runtime_client(&daemon.socket).await;
     let id = client
         .run_pod_sandbox(run_request(pod_config("survivor")))
@@ -449,11 +467,7 @@ async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
         .pod_sandbox_id;
     let ip = status(&mut client, &id).await.network.expect("network").ip;
 
-    // kill -9: no chance to clean up.
-    let mut child = daemon.child.take().expect("running");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    drop(daemon);
+    sigkill(daemon);
 
     let daemon = sandbox.start();
     let mut client = runtime_client(&daemon.socket).await;
@@ -475,13 +489,7 @@ async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
         "mounts left: {:?}",
         sandbox.mounts()
     );
-    let leases: Vec<_> = std::fs::read_dir(sandbox.path("ipam/krio-test-4"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let leases = leases(&sandbox, 4);
     assert!(!leases.contains(&ip), "lease {ip} left: {leases:?}");
 }
 
@@ -644,7 +652,7 @@ async fn the_network_of_a_pod_krio_forgot_is_released_at_start() {
     let sandbox = Sandbox::new();
     let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let _bridge = BridgeGuard(sandbox.write_bridge_network(7));
-    let mut daemon = sandbox.start();
+    let daemon = sandbox.start();
     let mut client = runtime_client(&daemon.socket).await;
     let id = client
         .run_pod_sandbox(run_request(pod_config("forgotten")))
@@ -653,23 +661,12 @@ async fn the_network_of_a_pod_krio_forgot_is_released_at_start() {
         .into_inner()
         .pod_sandbox_id;
     let ip = status(&mut client, &id).await.network.expect("network").ip;
-    let leases = || -> Vec<String> {
-        std::fs::read_dir(sandbox.path("ipam/krio-test-7"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let leases = || leases(&sandbox, 7);
     assert!(leases().contains(&ip), "the pod holds its lease");
 
     // kill -9, then lose the state database: krio no longer knows the pod,
     // but the CNI cache still says what was attached.
-    let mut child = daemon.child.take().expect("running");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    drop(daemon);
+    sigkill(daemon);
     std::fs::remove_file(sandbox.path("root/krio.redb")).expect("remove the state database");
 
     let daemon = sandbox.start();
