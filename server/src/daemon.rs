@@ -15,6 +15,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::container::Containers;
 use crate::cri::{Daemon, HandlerFeatures};
+use crate::deadline::DeadlineLayer;
+use crate::metrics::Metrics;
+use crate::metrics::http::MetricsServer;
+use crate::metrics::rpc::RpcMetricsLayer;
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
 use crate::streaming::Streaming;
@@ -79,6 +83,11 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
             config.streaming.address, config.streaming.port
         )
     })?;
+    let metrics = config.metrics.enable.then(|| Arc::new(Metrics::new()));
+    let _metrics_server = match &metrics {
+        Some(metrics) => Some(start_metrics(&config, metrics.clone(), containers.clone()).await?),
+        None => None,
+    };
     let daemon = Arc::new(Daemon {
         config,
         config_files,
@@ -87,6 +96,7 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         containers,
         handler_features,
         streaming,
+        metrics: metrics.clone(),
     });
     let (runtime_service, image_service) = daemon.services();
 
@@ -122,6 +132,12 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
 
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+        // Measured outermost, so an expired deadline is counted with its code.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RpcMetricsLayer::new(metrics))
+                .layer(DeadlineLayer),
+        )
         .add_service(runtime_service.into_server())
         .add_service(image_service.into_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
@@ -131,6 +147,20 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the `/metrics` endpoint; its census reads the containers.
+async fn start_metrics(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    containers: Arc<Containers>,
+) -> anyhow::Result<MetricsServer> {
+    let address = config.metrics.address;
+    let server = MetricsServer::start(address, metrics, Arc::new(move || containers.census()))
+        .await
+        .with_context(|| format!("starting the metrics endpoint on {address}"))?;
+    tracing::info!(address = %server.address(), "serving metrics on /metrics");
+    Ok(server)
 }
 
 /// Asks each handler's runtime what it supports (`runc features`); a

@@ -5,6 +5,7 @@
 //! monitor, which outlives daemon restarts. Exits are read from the
 //! monitor's exit file when the state is asked for.
 
+mod census;
 pub mod exec;
 mod stats;
 mod view;

@@ -54,6 +54,9 @@ pub async fn pull(daemon: &Daemon, req: &v1::PullImageRequest) -> Result<v1::Pul
     let started = std::time::Instant::now();
     let record = daemon.images.pull(&name, auth.as_ref()).await?;
     tracing::info!(image = %name, image_id = %record.id, size = record.size, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+    if let Some(metrics) = &daemon.metrics {
+        metrics.record_pull(record.size, started.elapsed());
+    }
     Ok(v1::PullImageResponse {
         image_ref: record.id,
     })

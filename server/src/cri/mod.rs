@@ -41,6 +41,8 @@ pub struct Daemon {
     pub handler_features: HandlerFeatures,
     /// The streaming server for exec, attach and port-forward.
     pub streaming: crate::streaming::Streaming,
+    /// krio's own metrics, when `[metrics]` is enabled.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The optional CRI features of one runtime handler.
