@@ -13,6 +13,7 @@ mod logging;
 mod metrics;
 mod sandbox;
 mod state;
+mod status;
 mod streaming;
 
 use anyhow::Context;
@@ -45,6 +46,11 @@ fn main() -> anyhow::Result<()> {
         }
         Some(cli::Command::PodInfra(ref args)) => sandbox::infra::run_infra(args),
         Some(cli::Command::ExecWait(ref args)) => std::process::exit(exec_wait::run(args)?),
+        Some(cli::Command::Status(ref args)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(status::run(config, files, args)),
         Some(cli::Command::Version) => {
             println!("krio {}", env!("CARGO_PKG_VERSION"));
             println!(
