@@ -11,6 +11,7 @@ mod error;
 mod exec_wait;
 mod logging;
 mod metrics;
+mod reload;
 mod sandbox;
 mod state;
 mod status;
@@ -61,13 +62,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            logging::init(config.log_level).context("setting up logging")?;
+            let log = logging::init(config.log_level).context("setting up logging")?;
+            let reloader = reload::Reloader {
+                sources: cli.sources(),
+                overrides: cli.overrides(),
+                log,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("krio")
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(daemon::run(config, files))
+            runtime.block_on(daemon::run(config, files, reloader))
         }
     }
 }

@@ -13,7 +13,7 @@ mod view;
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use krio_image::ImageStore;
@@ -23,7 +23,7 @@ use krio_runtime::oci::{OciCli, OciError, OciRuntime};
 use krio_runtime::spec::{self, HostInfo, PidNamespace, SandboxInfo, SpecInput};
 use prost::Message;
 
-use crate::config::{CgroupManager, Config};
+use crate::config::{CgroupManager, Live};
 use crate::error::Error;
 use crate::state::{ContainerRecord, ContainerState, PodRecord, PodState, Store};
 
@@ -31,7 +31,7 @@ pub use view::ContainerFilter;
 
 /// Every container of this daemon.
 pub struct Containers {
-    config: Arc<Config>,
+    config: Live,
     store: Store,
     images: ImageStore,
     host: HostInfo,
@@ -53,11 +53,12 @@ impl Containers {
     /// Loads the containers from the store, reading exits that happened
     /// while the daemon was down. Blocking.
     pub fn recover(
-        config: Arc<Config>,
+        live: Live,
         store: Store,
         images: ImageStore,
         features: &crate::cri::HandlerFeatures,
     ) -> Result<Self, Error> {
+        let config = live.get();
         let logs = config.runroot.join("runtime-logs");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -71,7 +72,7 @@ impl Containers {
             .get(&config.runtime.default_handler)
             .is_some_and(|f| f.recursive_read_only_mounts);
         let containers = Self {
-            config,
+            config: live,
             store,
             images,
             host,
@@ -101,21 +102,22 @@ impl Containers {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn handler(&self, name: &str) -> Result<&krio_runtime::handler::HandlerConfig, Error> {
-        self.config.runtime.handlers.get(name).ok_or_else(|| {
+    /// The handler's config as now in effect (a reload may add handlers).
+    fn handler(&self, name: &str) -> Result<krio_runtime::handler::HandlerConfig, Error> {
+        self.config.get().runtime.handlers.get(name).cloned().ok_or_else(|| {
             Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
         })
     }
 
     fn runtime(&self, record: &ContainerRecord) -> Result<OciCli, Error> {
         let handler = self.handler(&record.runtime_handler)?;
-        Ok(OciCli::new(handler.path.clone())
-            .with_root(handler.root.clone())
-            .with_log_dir(self.config.runroot.join("runtime-logs")))
+        Ok(OciCli::new(handler.path)
+            .with_root(handler.root)
+            .with_log_dir(self.config.get().runroot.join("runtime-logs")))
     }
 
     fn monitor_binary(&self) -> PathBuf {
-        if let Some(path) = &self.config.runtime.monitor_path {
+        if let Some(path) = &self.config.get().runtime.monitor_path {
             return path.clone();
         }
         // Beside the daemon's own binary.
@@ -258,7 +260,7 @@ impl Containers {
             }
             names.insert(name_key.clone(), id.clone());
         }
-        let run_dir = self.config.runroot.join("containers").join(&id);
+        let run_dir = self.config.get().runroot.join("containers").join(&id);
         let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
             PathBuf::new()
         } else {
@@ -280,7 +282,7 @@ impl Containers {
             config: config.encode_to_vec(),
             log_path,
             // Short: the attach socket's path must fit in sockaddr_un.
-            state_dir: self.config.runroot.join("c").join(&id),
+            state_dir: self.config.get().runroot.join("c").join(&id),
             bundle: run_dir.join("bundle"),
             rootfs: run_dir.join("rootfs"),
             upper_dir: PathBuf::new(),

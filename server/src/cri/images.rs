@@ -74,7 +74,7 @@ pub async fn list(daemon: &Daemon, filter: Option<&v1::ImageFilter>) -> Result<V
         None => store.list(),
     })
     .await?;
-    let pause = &daemon.config.image.pause_image;
+    let pause = &daemon.config.get().image.pause_image;
     Ok(records.iter().map(|r| to_cri(r, pause)).collect())
 }
 
@@ -99,7 +99,7 @@ pub async fn status(
         info.insert("info".to_owned(), details.to_string());
     }
     Ok(v1::ImageStatusResponse {
-        image: Some(to_cri(&record, &daemon.config.image.pause_image)),
+        image: Some(to_cri(&record, &daemon.config.get().image.pause_image)),
         info,
     })
 }
