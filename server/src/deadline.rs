@@ -28,9 +28,7 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = value.split_at(split);
-    if digits.is_empty()
-        || digits.len() > MAX_DIGITS
-        || !digits.bytes().all(|b| b.is_ascii_digit())
+    if digits.is_empty() || digits.len() > MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -152,12 +150,26 @@ mod tests {
         assert_eq!(parse_timeout("20S"), Some(Duration::from_secs(20)));
         assert_eq!(parse_timeout("1m"), Some(Duration::from_millis(1)));
         assert_eq!(parse_timeout("5u"), Some(Duration::from_micros(5)));
-        assert_eq!(parse_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
     }
 
     #[test]
     fn rejects_malformed_values() {
-        for bad in ["", "m", "10", "10x", "-1S", "+1S", "123456789S", "1.5S", "1 S", "1é"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10x",
+            "-1S",
+            "+1S",
+            "123456789S",
+            "1.5S",
+            "1 S",
+            "1é",
+        ] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
     }
@@ -175,10 +187,20 @@ mod tests {
             .header(GRPC_TIMEOUT, "1m")
             .body(())
             .expect("request");
-        let response = svc.ready().await.expect("ready").call(req).await.expect("answer");
+        let response = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(req)
+            .await
+            .expect("answer");
         let status = tonic::Status::from_header_map(response.headers()).expect("grpc-status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-        assert!(status.message().contains("PullImage"), "{}", status.message());
+        assert!(
+            status.message().contains("PullImage"),
+            "{}",
+            status.message()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -193,7 +215,13 @@ mod tests {
             .header(GRPC_TIMEOUT, "1S")
             .body(())
             .expect("request");
-        let response = svc.ready().await.expect("ready").call(req).await.expect("answer");
+        let response = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(req)
+            .await
+            .expect("answer");
         assert!(response.headers().get("grpc-status").is_none());
     }
 }

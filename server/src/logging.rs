@@ -41,10 +41,7 @@ pub fn init(level: LogLevel) -> anyhow::Result<LogHandle> {
 /// The filter for a configured level; the HTTP/2 stack stays quiet below
 /// warnings, as its debug output is about frames, not krio.
 fn filter_for(level: LogLevel) -> EnvFilter {
-    EnvFilter::new(format!(
-        "{},h2=warn,hyper=warn,tower=warn",
-        level.as_str()
-    ))
+    EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", level.as_str()))
 }
 
 impl LogHandle {

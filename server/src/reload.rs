@@ -65,7 +65,9 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             old.image.registries_conf.display(),
             new.image.registries_conf.display()
         ));
-        next.image.registries_conf.clone_from(&new.image.registries_conf);
+        next.image
+            .registries_conf
+            .clone_from(&new.image.registries_conf);
     }
     if new.cni != old.cni {
         applied.push(format!(
@@ -104,8 +106,14 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         ("runroot", new.runroot != old.runroot),
         ("listen", new.listen != old.listen),
         ("cgroup_manager", new.cgroup_manager != old.cgroup_manager),
-        ("image.auth_file", new.image.auth_file != old.image.auth_file),
-        ("image.pause_image", new.image.pause_image != old.image.pause_image),
+        (
+            "image.auth_file",
+            new.image.auth_file != old.image.auth_file,
+        ),
+        (
+            "image.pause_image",
+            new.image.pause_image != old.image.pause_image,
+        ),
         ("streaming", new.streaming != old.streaming),
         ("metrics", new.metrics != old.metrics),
         (
@@ -134,8 +142,7 @@ impl Reloader {
     /// Reads the configuration again and applies what it safely can.
     pub async fn reload(&self, daemon: &Arc<Daemon>) {
         let (sources, overrides) = (self.sources.clone(), self.overrides.clone());
-        let loaded =
-            tokio::task::spawn_blocking(move || config::load(&sources, &overrides)).await;
+        let loaded = tokio::task::spawn_blocking(move || config::load(&sources, &overrides)).await;
         let (new, files) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {

@@ -270,7 +270,11 @@ fn to_text(r: &Report) -> anyhow::Result<String> {
             ]
         })
         .collect();
-    table(&mut out, &["ID", "NAME", "NAMESPACE", "STATE", "HANDLER"], &rows);
+    table(
+        &mut out,
+        &["ID", "NAME", "NAMESPACE", "STATE", "HANDLER"],
+        &rows,
+    );
 
     let _ = writeln!(out, "\nContainers ({}):", r.containers.len());
     let rows: Vec<Vec<String>> = r
@@ -414,7 +418,10 @@ mod tests {
         table(
             &mut out,
             &["ID", "NAME"],
-            &[vec!["abc".into(), "x".into()], vec!["a".into(), "long".into()]],
+            &[
+                vec!["abc".into(), "x".into()],
+                vec!["a".into(), "long".into()],
+            ],
         );
         assert_eq!(out, "  ID   NAME\n  abc  x\n  a    long\n");
     }

@@ -104,9 +104,15 @@ impl Containers {
 
     /// The handler's config as now in effect (a reload may add handlers).
     fn handler(&self, name: &str) -> Result<krio_runtime::handler::HandlerConfig, Error> {
-        self.config.get().runtime.handlers.get(name).cloned().ok_or_else(|| {
-            Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
-        })
+        self.config
+            .get()
+            .runtime
+            .handlers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
+            })
     }
 
     fn runtime(&self, record: &ContainerRecord) -> Result<OciCli, Error> {

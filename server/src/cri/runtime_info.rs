@@ -108,10 +108,7 @@ fn runtime_handlers(daemon: &Daemon) -> Vec<v1::RuntimeHandler> {
         .read()
         .unwrap_or_else(|p| p.into_inner());
     let features = |name: &str| {
-        let f = handler_features
-            .get(name)
-            .copied()
-            .unwrap_or_default();
+        let f = handler_features.get(name).copied().unwrap_or_default();
         Some(v1::RuntimeHandlerFeatures {
             recursive_read_only_mounts: f.recursive_read_only_mounts,
             user_namespaces: f.user_namespaces,

@@ -87,7 +87,10 @@ async fn answer<B>(
     census: CensusFn,
 ) -> http::Response<Full<Bytes>> {
     if req.uri().path() != "/metrics" {
-        return plain(http::StatusCode::NOT_FOUND, "only /metrics is served here\n");
+        return plain(
+            http::StatusCode::NOT_FOUND,
+            "only /metrics is served here\n",
+        );
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return plain(

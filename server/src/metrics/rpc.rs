@@ -1,5 +1,6 @@
-//! Per-RPC measuring: a tower layer around the CRI services that counts
-//! each RPC, its gRPC code and its latency once its answer is complete.
+//! Per-RPC measuring: a tower layer around the CRI services that notes
+//! each RPC's gRPC code and latency once its answer is complete, counts them
+//! in the metrics when those are on, and logs them at debug level.
 //!
 //! The code of a failed unary RPC is in the response headers (a
 //! trailers-only answer); otherwise it arrives in the trailers at the end of
@@ -21,14 +22,14 @@ const SERVICES: [&str; 2] = ["/runtime.v1.RuntimeService/", "/runtime.v1.ImageSe
 /// A boxed future, as the wrapped service's futures differ per route.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Wraps a service in [`RpcMetrics`]; with no metrics it only forwards.
+/// Wraps a service in [`RpcMetrics`].
 #[derive(Debug, Clone)]
 pub struct RpcMetricsLayer {
     metrics: Option<Arc<Metrics>>,
 }
 
 impl RpcMetricsLayer {
-    /// Records into `metrics`, or nothing when metrics are off.
+    /// Records into `metrics` (when on) and the debug log.
     pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
         Self { metrics }
     }
@@ -66,9 +67,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Some(metrics) = self.metrics.clone() else {
-            return Box::pin(self.inner.call(req));
-        };
+        let metrics = self.metrics.clone();
         let method = method_label(req.uri().path()).to_owned();
         let started = Instant::now();
         let answer = self.inner.call(req);
@@ -107,7 +106,7 @@ fn method_label(path: &str) -> &str {
 
 /// What is recorded when the answer's body goes away.
 struct Record {
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     method: String,
     started: Instant,
     /// The gRPC code, once the headers or trailers have carried it.
@@ -151,9 +150,16 @@ impl Drop for MeteredBody {
         // No code by the time the body is dropped: the client went away
         // before the answer ended.
         let code = self.record.code.unwrap_or(tonic::Code::Cancelled);
-        self.record
-            .metrics
-            .record_rpc(&self.record.method, code, self.record.started.elapsed());
+        let elapsed = self.record.started.elapsed();
+        tracing::debug!(
+            method = %self.record.method,
+            code = super::code_name(code),
+            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "rpc finished"
+        );
+        if let Some(metrics) = &self.record.metrics {
+            metrics.record_rpc(&self.record.method, code, elapsed);
+        }
     }
 }
 
@@ -163,8 +169,14 @@ mod tests {
 
     #[test]
     fn method_labels_are_bounded_to_the_cri_services() {
-        assert_eq!(method_label("/runtime.v1.RuntimeService/Version"), "Version");
-        assert_eq!(method_label("/runtime.v1.ImageService/PullImage"), "PullImage");
+        assert_eq!(
+            method_label("/runtime.v1.RuntimeService/Version"),
+            "Version"
+        );
+        assert_eq!(
+            method_label("/runtime.v1.ImageService/PullImage"),
+            "PullImage"
+        );
         assert_eq!(method_label("/other.Service/Version"), "unknown");
         assert_eq!(method_label("/runtime.v1.ImageService/"), "unknown");
         assert_eq!(method_label("/runtime.v1.ImageService/a/b"), "unknown");

@@ -306,7 +306,11 @@ impl Sandboxes {
         }
         podns::remove(&record.namespaces.pins())
             .map_err(|e| Error::internal("removing the pod's namespaces", e))?;
-        let paths = PodPaths::new(&self.config.get().root, &self.config.get().runroot, &record.id);
+        let paths = PodPaths::new(
+            &self.config.get().root,
+            &self.config.get().runroot,
+            &record.id,
+        );
         for dir in [&paths.run_dir, &paths.dir] {
             files::remove_dir(dir)
                 .map_err(|e| Error::internal(format!("removing {}", dir.display()), e))?;
