@@ -349,6 +349,22 @@ impl RegistriesWatcher {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_new_path_is_read_on_next_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = dir.path().join("first.conf");
+        let second = dir.path().join("second.conf");
+        std::fs::write(&first, "unqualified-search-registries = [\"a.example\"]\n").expect("write");
+        std::fs::write(&second, "unqualified-search-registries = [\"b.example\"]\n")
+            .expect("write");
+        let watcher = RegistriesWatcher::new(first);
+        let cfg = watcher.current().expect("first");
+        assert_eq!(cfg.search_registries(), ["a.example"]);
+        watcher.set_path(second);
+        let cfg = watcher.current().expect("second");
+        assert_eq!(cfg.search_registries(), ["b.example"]);
+    }
+
     const CONF: &str = r#"
 unqualified-search-registries = ["docker.io", "quay.io"]
 

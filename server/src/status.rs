@@ -172,8 +172,13 @@ fn container_image(c: &v1::Container) -> &str {
     }
 }
 
-/// Rows as left-aligned columns two spaces apart, indented.
+/// Rows as left-aligned columns two spaces apart, indented; `none` when
+/// there are no rows.
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    if rows.is_empty() {
+        out.push_str("  none\n");
+        return;
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -424,6 +429,9 @@ mod tests {
             ],
         );
         assert_eq!(out, "  ID   NAME\n  abc  x\n  a    long\n");
+        let mut empty = String::new();
+        table(&mut empty, &["ID"], &[]);
+        assert_eq!(empty, "  none\n");
     }
 
     #[test]

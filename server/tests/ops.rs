@@ -304,6 +304,75 @@ async fn an_invalid_config_on_sighup_keeps_the_daemon_serving() {
     assert!(daemon.terminate().status.success());
 }
 
+#[tokio::test]
+async fn sighup_adds_a_runtime_handler_and_keeps_restart_only_keys() {
+    let sandbox = Sandbox::new();
+    let log = sandbox.path("krio.log");
+    let daemon = sandbox.start_command(serve_command_without_log_level(&sandbox, &log));
+    let handlers = |status: &v1::StatusResponse| -> Vec<String> {
+        status
+            .runtime_handlers
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    };
+    let mut client = runtime_client(&daemon.socket).await;
+    let before = client
+        .status(v1::StatusRequest::default())
+        .await
+        .expect("Status")
+        .into_inner();
+    assert!(!handlers(&before).contains(&"extra".to_owned()));
+
+    std::fs::create_dir(sandbox.path("krio.d")).expect("mkdir krio.d");
+    std::fs::write(
+        sandbox.path("krio.d/50-extra.toml"),
+        "[runtime.handlers.extra]\npath = \"/usr/sbin/runc\"\n[image]\npause_image = \"example.com/pause:1\"\n",
+    )
+    .expect("write drop-in");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("send SIGHUP");
+    let text = eventually("the reload", || {
+        let text = read(&log);
+        text.contains("configuration reloaded").then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("image.pause_image"),
+        "restart-only key reported:\n{text}"
+    );
+
+    let after = client
+        .status(v1::StatusRequest { verbose: true })
+        .await
+        .expect("Status after the reload")
+        .into_inner();
+    assert!(
+        handlers(&after).contains(&"extra".to_owned()),
+        "{:?}",
+        handlers(&after)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&after.info["config"]).expect("config JSON");
+    assert_eq!(
+        config["runtime"]["handlers"]["extra"]["path"],
+        "/usr/sbin/runc"
+    );
+    assert_eq!(
+        config["image"]["pause_image"], "registry.k8s.io/pause:3.9",
+        "a restart-only key keeps its running value"
+    );
+    let files: Vec<String> = serde_json::from_str(&after.info["configFiles"]).expect("files");
+    assert!(
+        files.iter().any(|f| f.ends_with("50-extra.toml")),
+        "{files:?}"
+    );
+    assert!(daemon.terminate().status.success());
+}
+
 #[test]
 fn status_names_the_socket_when_the_daemon_is_not_running() {
     let sandbox = Sandbox::new();
