@@ -52,18 +52,28 @@ fi
 [ -e /etc/crictl.yaml ] || install -m 0644 "$repo/deploy/crictl.yaml" /etc/crictl.yaml
 krio config >/dev/null   # fails loudly, naming file and key, on a bad config
 
-# (Re)start krio in the background. Without systemd as PID 1 there is no unit
-# to start; deploy/krio.service is for hosts that have it.
+# (Re)start krio: through its systemd unit when systemd is PID 1, else in
+# the background as a plain process.
 socket=$(krio config | sed -n 's/^listen = "\(.*\)"$/\1/p')
-if pid=$(pgrep -x krio); then
-  log "stopping the running krio (pid $pid)"
-  kill -TERM $pid
-  for _ in $(seq 100); do pgrep -x krio >/dev/null || break; sleep 0.1; done
+if [ -d /run/systemd/system ]; then   # systemd is PID 1 (sd_booted)
+  log "installing the systemd unit /etc/systemd/system/krio.service"
+  install -m 0644 "$repo/deploy/krio.service" /etc/systemd/system/krio.service
+  systemctl daemon-reload
+  systemctl enable krio >/dev/null
+  # A restart stops only the daemon (KillMode=process): containers keep running.
+  log "(re)starting krio.service (log: journalctl -u krio)"
+  systemctl restart krio
+else
+  if pid=$(pgrep -x krio); then
+    log "stopping the running krio (pid $pid)"
+    kill -TERM $pid
+    for _ in $(seq 100); do pgrep -x krio >/dev/null || break; sleep 0.1; done
+  fi
+  log "starting krio (log: /var/log/krio.log)"
+  nohup krio >>/var/log/krio.log 2>&1 </dev/null &
 fi
-log "starting krio (log: /var/log/krio.log)"
-nohup krio >>/var/log/krio.log 2>&1 </dev/null &
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
-[ -S "$socket" ] || { echo "krio did not start; see /var/log/krio.log" >&2; tail -n 20 /var/log/krio.log >&2; exit 1; }
+[ -S "$socket" ] || { echo "krio did not start; see /var/log/krio.log or journalctl -u krio" >&2; tail -n 20 /var/log/krio.log >&2 2>/dev/null; exit 1; }
 
 crictl version
 log "krio is running; try: crictl info"

@@ -304,33 +304,43 @@ fn endpoint(location: &str, rest: &str, insecure: bool, mirror: bool) -> Option<
 /// changes.
 #[derive(Debug)]
 pub struct RegistriesWatcher {
+    /// The file, and what was last read from it (mtime, config).
+    state: Mutex<WatchedFile>,
+}
+
+#[derive(Debug)]
+struct WatchedFile {
     path: PathBuf,
-    cached: Mutex<Option<(Option<SystemTime>, Arc<RegistriesConfig>)>>,
+    cached: Option<(Option<SystemTime>, Arc<RegistriesConfig>)>,
 }
 
 impl RegistriesWatcher {
     /// Watches `path` (read lazily, on first use).
     pub fn new(path: PathBuf) -> Self {
         Self {
-            path,
-            cached: Mutex::new(None),
+            state: Mutex::new(WatchedFile { path, cached: None }),
         }
+    }
+
+    /// Watches `path` instead from now on (read on next use).
+    pub fn set_path(&self, path: PathBuf) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = WatchedFile { path, cached: None };
     }
 
     /// The configuration as the file is now.
     pub fn current(&self) -> Result<Arc<RegistriesConfig>, RegistriesError> {
-        let mtime = std::fs::metadata(&self.path)
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mtime = std::fs::metadata(&state.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, cfg)) = cached.as_ref()
+        if let Some((seen, cfg)) = state.cached.as_ref()
             && *seen == mtime
         {
             return Ok(Arc::clone(cfg));
         }
-        let cfg = Arc::new(RegistriesConfig::load(&self.path)?);
-        tracing::info!(path = %self.path.display(), registries = cfg.registries.len(), "loaded registries config");
-        *cached = Some((mtime, Arc::clone(&cfg)));
+        let cfg = Arc::new(RegistriesConfig::load(&state.path)?);
+        tracing::info!(path = %state.path.display(), registries = cfg.registries.len(), "loaded registries config");
+        state.cached = Some((mtime, Arc::clone(&cfg)));
         Ok(cfg)
     }
 }
@@ -338,6 +348,22 @@ impl RegistriesWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_path_is_read_on_next_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = dir.path().join("first.conf");
+        let second = dir.path().join("second.conf");
+        std::fs::write(&first, "unqualified-search-registries = [\"a.example\"]\n").expect("write");
+        std::fs::write(&second, "unqualified-search-registries = [\"b.example\"]\n")
+            .expect("write");
+        let watcher = RegistriesWatcher::new(first);
+        let cfg = watcher.current().expect("first");
+        assert_eq!(cfg.search_registries(), ["a.example"]);
+        watcher.set_path(second);
+        let cfg = watcher.current().expect("second");
+        assert_eq!(cfg.search_registries(), ["b.example"]);
+    }
 
     const CONF: &str = r#"
 unqualified-search-registries = ["docker.io", "quay.io"]

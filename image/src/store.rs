@@ -118,6 +118,12 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// Reads registries configuration from `path` for pulls from now on
+    /// (a daemon reload changed it).
+    pub fn set_registries_conf(&self, path: PathBuf) {
+        self.inner.registries.set_path(path);
+    }
+
     /// How many blobs (configs and layers) this store has fetched from
     /// registries since it was opened.
     pub fn blob_fetches(&self) -> u64 {

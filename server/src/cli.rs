@@ -79,6 +79,9 @@ pub enum Command {
     Config,
     /// Print krio's version and the CRI version it serves.
     Version,
+    /// Ask the running daemon for its view: conditions, handlers, pods,
+    /// containers, images and the configuration in effect.
+    Status(crate::status::StatusArgs),
     /// Internal: run a detached OCI runtime exec and wait for its process.
     #[command(hide = true)]
     ExecWait(crate::exec_wait::ExecWaitArgs),

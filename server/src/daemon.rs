@@ -12,9 +12,14 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::container::Containers;
 use crate::cri::{Daemon, HandlerFeatures};
+use crate::deadline::DeadlineLayer;
+use crate::metrics::Metrics;
+use crate::metrics::http::MetricsServer;
+use crate::metrics::rpc::RpcMetricsLayer;
+use crate::reload::Reloader;
 use crate::sandbox::Sandboxes;
 use crate::state::Store;
 use crate::streaming::Streaming;
@@ -27,20 +32,28 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Mode of directories krio creates for itself.
 const PRIVATE_DIR_MODE: u32 = 0o700;
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<()> {
-    // First, so a signal during start-up stops krio cleanly.
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
+pub async fn run(
+    config: Config,
+    config_files: Vec<PathBuf>,
+    reloader: Reloader,
+) -> anyhow::Result<()> {
+    // First, so a signal during start-up stops krio cleanly (and a SIGHUP
+    // does not kill it).
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     create_private_dir(&config.root)?;
     create_private_dir(&config.runroot)?;
     let _lock = RootLock::acquire(&config.root)?;
 
-    let config = Arc::new(config);
+    let live = Live::new(config, config_files);
+    let config = live.get();
     let (events, event_queue) = crate::events::channel();
     let (sandboxes, images, containers, handler_features) = {
         let config = config.clone();
+        let live = live.clone();
         let events = events.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = Store::open(&config.root)?;
@@ -53,16 +66,17 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
                 ImageStore::open(store.database(), options).context("opening the image store")?;
             // The runtimes' log dir must exist before the first probe.
             create_private_dir(&config.runroot.join("runtime-logs"))?;
-            let handler_features = probe_handlers(&config);
+            let handler_features =
+                probe_handlers(&config, config.runtime.handlers.keys().map(String::as_str));
             let containers = Containers::recover(
-                config.clone(),
+                live.clone(),
                 store.clone(),
                 images.clone(),
                 &handler_features,
                 events,
             )?;
             Ok((
-                Sandboxes::recover(config, store)?,
+                Sandboxes::recover(live, store)?,
                 images,
                 containers,
                 handler_features,
@@ -85,29 +99,43 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
             config.streaming.address, config.streaming.port
         )
     })?;
+    let metrics = config.metrics.enable.then(|| Arc::new(Metrics::new()));
+    let _metrics_server = match &metrics {
+        Some(metrics) => Some(start_metrics(&config, metrics.clone(), containers.clone()).await?),
+        None => None,
+    };
     let daemon = Arc::new(Daemon {
-        config,
-        config_files,
+        config: live,
         sandboxes: Arc::new(sandboxes),
         images,
         containers,
-        handler_features,
+        handler_features: std::sync::RwLock::new(handler_features),
         streaming,
         events,
+        metrics: metrics.clone(),
     });
     tokio::spawn(crate::events::dispatch(daemon.clone(), event_queue));
     let (runtime_service, image_service) = daemon.services();
 
     // Bound last: a client that can connect finds krio ready.
-    let socket = daemon.config.listen.clone();
+    let socket = config.listen.clone();
     let listener = bind_socket(&socket)?;
     let _socket_guard = RemoveOnDrop(socket.clone());
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let reloading = daemon.clone();
     let shutdown = async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
+        let name = loop {
+            tokio::select! {
+                _ = sigterm.recv() => break "SIGTERM",
+                _ = sigint.recv() => break "SIGINT",
+                _ = sighup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    reloader.reload(&reloading).await;
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+            }
         };
         tracing::info!(signal = name, "stopping");
         let _ = stopping_tx.send(true);
@@ -121,15 +149,21 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
 
     tracing::info!(
         socket = %socket.display(),
-        root = %daemon.config.root.display(),
-        runroot = %daemon.config.runroot.display(),
+        root = %config.root.display(),
+        runroot = %config.runroot.display(),
         version = env!("CARGO_PKG_VERSION"),
         "krio is serving the CRI"
     );
-    notify_ready();
+    notify(&[sd_notify::NotifyState::Ready]);
 
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", rpc = %req.uri().path()))
+        // Measured outermost, so an expired deadline is counted with its code.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RpcMetricsLayer::new(metrics))
+                .layer(DeadlineLayer),
+        )
         .add_service(runtime_service.into_server())
         .add_service(image_service.into_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
@@ -141,14 +175,30 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Asks each handler's runtime what it supports (`runc features`); a
-/// runtime without the command supports none of the optional features.
-fn probe_handlers(config: &Config) -> HandlerFeatures {
+/// Starts the `/metrics` endpoint; its census reads the containers.
+async fn start_metrics(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    containers: Arc<Containers>,
+) -> anyhow::Result<MetricsServer> {
+    let address = config.metrics.address;
+    let server = MetricsServer::start(address, metrics, Arc::new(move || containers.census()))
+        .await
+        .with_context(|| format!("starting the metrics endpoint on {address}"))?;
+    tracing::info!(address = %server.address(), "serving metrics on /metrics");
+    Ok(server)
+}
+
+/// Asks each named handler's runtime what it supports (`runc features`);
+/// a runtime without the command supports none of the optional features.
+/// Blocking.
+pub fn probe_handlers<'a>(
+    config: &Config,
+    names: impl Iterator<Item = &'a str>,
+) -> HandlerFeatures {
     let kernel_rro = krio_runtime::spec::HostInfo::detect().rro_mounts;
-    config
-        .runtime
-        .handlers
-        .iter()
+    names
+        .filter_map(|name| config.runtime.handlers.get(name).map(|h| (name, h)))
         .map(|(name, handler)| {
             let cli = krio_runtime::oci::OciCli::new(handler.path.clone())
                 .with_root(handler.root.clone())
@@ -166,7 +216,7 @@ fn probe_handlers(config: &Config) -> HandlerFeatures {
                 // whatever the runtime can do.
                 user_namespaces: false,
             };
-            (name.clone(), probed)
+            (name.to_owned(), probed)
         })
         .collect()
 }
@@ -268,13 +318,13 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Tells systemd (`Type=notify`) that krio is ready, when it is watching.
-fn notify_ready() {
+/// Tells systemd (`Type=notify`) how krio is doing, when it is watching.
+fn notify(state: &[sd_notify::NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    match sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-        Ok(()) => tracing::debug!("sent READY=1 to systemd"),
+    match sd_notify::notify(false, state) {
+        Ok(()) => tracing::debug!(?state, "notified systemd"),
         Err(e) => tracing::warn!(error = %e, "could not notify systemd"),
     }
 }

@@ -6,12 +6,16 @@ mod config;
 mod container;
 mod cri;
 mod daemon;
+mod deadline;
 mod error;
 mod events;
 mod exec_wait;
 mod logging;
+mod metrics;
+mod reload;
 mod sandbox;
 mod state;
+mod status;
 mod streaming;
 
 use anyhow::Context;
@@ -44,6 +48,11 @@ fn main() -> anyhow::Result<()> {
         }
         Some(cli::Command::PodInfra(ref args)) => sandbox::infra::run_infra(args),
         Some(cli::Command::ExecWait(ref args)) => std::process::exit(exec_wait::run(args)?),
+        Some(cli::Command::Status(ref args)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(status::run(config, files, args)),
         Some(cli::Command::Version) => {
             println!("krio {}", env!("CARGO_PKG_VERSION"));
             println!(
@@ -54,13 +63,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            logging::init(config.log_level).context("setting up logging")?;
+            let log = logging::init(config.log_level).context("setting up logging")?;
+            let reloader = reload::Reloader {
+                sources: cli.sources(),
+                overrides: cli.overrides(),
+                log,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("krio")
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(daemon::run(config, files))
+            runtime.block_on(daemon::run(config, files, reloader))
         }
     }
 }

@@ -285,6 +285,19 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             message: "tls_cert and tls_key must be set together".into(),
         });
     }
+    if config.metrics.enable
+        && config.metrics.address.port() != 0
+        && config.metrics.address.ip() == config.streaming.address
+        && config.metrics.address.port() == config.streaming.port
+    {
+        return Err(ConfigError::Invalid {
+            key: "metrics.address".into(),
+            message: format!(
+                "{} is also the streaming server's address; give metrics another port",
+                config.metrics.address
+            ),
+        });
+    }
     for (name, handler) in &config.runtime.handlers {
         handler.validate(name).map_err(|e| ConfigError::Invalid {
             key: format!("runtime.handlers.{name}"),
@@ -414,6 +427,32 @@ mod tests {
         };
         let (config, _) = load(&sources(dir.path()), &o).expect("load");
         assert_eq!(config.listen, PathBuf::from("/tmp/k.sock"));
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_the_address_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, _) = load(&sources(dir.path()), &Overrides::default()).expect("load");
+        assert!(!config.metrics.enable);
+        std::fs::write(
+            dir.path().join("krio.toml"),
+            "[metrics]\nenable = true\naddress = \"localhost\"\n",
+        )
+        .expect("write");
+        let msg = load(&sources(dir.path()), &Overrides::default())
+            .expect_err("not a socket address")
+            .to_string();
+        assert!(msg.contains("metrics.address"), "{msg}");
+        std::fs::write(
+            dir.path().join("krio.toml"),
+            "[metrics]\nenable = true\naddress = \"127.0.0.1:10250\"\n[streaming]\nport = 10250\n",
+        )
+        .expect("write");
+        let msg = load(&sources(dir.path()), &Overrides::default())
+            .expect_err("same address as streaming")
+            .to_string();
+        assert!(msg.contains("metrics.address"), "{msg}");
+        assert!(msg.contains("streaming"), "{msg}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! file at all; unknown keys are errors.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use krio_runtime::handler::HandlerConfig;
@@ -30,6 +30,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// OCI runtime handlers.
     pub runtime: RuntimeConfig,
+    /// krio's own Prometheus metrics.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             streaming: StreamingConfig::default(),
             runtime: RuntimeConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -177,6 +180,25 @@ impl Default for RuntimeConfig {
             default_handler: "runc".to_owned(),
             handlers,
             monitor_path: None,
+        }
+    }
+}
+
+/// krio's own Prometheus metrics (`[metrics]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` over HTTP.
+    pub enable: bool,
+    /// Address and port of the endpoint (`127.0.0.1:9537`).
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            address: SocketAddr::from(([127, 0, 0, 1], 9537)),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! monitor's exit file, as soon as it appears (an inotify watch) and again
 //! whenever the state is asked for.
 
+mod census;
 pub mod exec;
 mod exit_watch;
 mod image_volumes;
@@ -26,7 +27,7 @@ use krio_runtime::oci::{OciCli, OciError, OciRuntime};
 use krio_runtime::spec::{self, HostInfo, PidNamespace, SandboxInfo, SpecInput};
 use prost::Message;
 
-use crate::config::{CgroupManager, Config};
+use crate::config::{CgroupManager, Live};
 use crate::error::Error;
 use crate::events::{Event, EventKind, EventSink};
 use crate::state::{ContainerRecord, ContainerState, PodRecord, PodState, Store};
@@ -35,7 +36,7 @@ pub use view::ContainerFilter;
 
 /// Every container of this daemon.
 pub struct Containers {
-    config: Arc<Config>,
+    config: Live,
     store: Store,
     images: ImageStore,
     host: HostInfo,
@@ -59,12 +60,13 @@ impl Containers {
     /// Loads the containers from the store, reading exits that happened
     /// while the daemon was down. Blocking.
     pub fn recover(
-        config: Arc<Config>,
+        live: Live,
         store: Store,
         images: ImageStore,
         features: &crate::cri::HandlerFeatures,
         events: EventSink,
     ) -> Result<Self, Error> {
+        let config = live.get();
         let logs = config.runroot.join("runtime-logs");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -78,7 +80,7 @@ impl Containers {
             .get(&config.runtime.default_handler)
             .is_some_and(|f| f.recursive_read_only_mounts);
         let containers = Self {
-            config,
+            config: live,
             store,
             images,
             host,
@@ -102,7 +104,13 @@ impl Containers {
             if record.state != ContainerState::Exited {
                 containers.watch_exit(&record);
             }
+            let was = record.state;
             containers.refresh(&mut record);
+            if record.state != was
+                && let Err(e) = containers.store.put_container(&record)
+            {
+                tracing::error!(container_id = %record.id, error = %e, "could not record an exit seen at start");
+            }
             containers
                 .lock_names()
                 .insert(record.name_key.clone(), record.id.clone());
@@ -149,21 +157,28 @@ impl Containers {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn handler(&self, name: &str) -> Result<&krio_runtime::handler::HandlerConfig, Error> {
-        self.config.runtime.handlers.get(name).ok_or_else(|| {
-            Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
-        })
+    /// The handler's config as now in effect (a reload may add handlers).
+    fn handler(&self, name: &str) -> Result<krio_runtime::handler::HandlerConfig, Error> {
+        self.config
+            .get()
+            .runtime
+            .handlers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("runtime handler {name:?} is not configured"))
+            })
     }
 
     fn runtime(&self, record: &ContainerRecord) -> Result<OciCli, Error> {
         let handler = self.handler(&record.runtime_handler)?;
-        Ok(OciCli::new(handler.path.clone())
-            .with_root(handler.root.clone())
-            .with_log_dir(self.config.runroot.join("runtime-logs")))
+        Ok(OciCli::new(handler.path)
+            .with_root(handler.root)
+            .with_log_dir(self.config.get().runroot.join("runtime-logs")))
     }
 
     fn monitor_binary(&self) -> PathBuf {
-        if let Some(path) = &self.config.runtime.monitor_path {
+        if let Some(path) = &self.config.get().runtime.monitor_path {
             return path.clone();
         }
         // Beside the daemon's own binary.
@@ -179,35 +194,50 @@ impl Containers {
         if record.state == ContainerState::Exited {
             return;
         }
-        match monitor::read_exit(&record.state_dir) {
-            Ok(Some(exit)) => {
-                record.state = ContainerState::Exited;
-                record.exit_code = exit.exit_code;
-                record.finished_at = exit.finished_at_ns;
-                record.reason = exit.reason;
-                if exit.oom_killed {
-                    record.message = "the container was killed by the kernel's OOM killer".into();
-                }
-                if let Err(e) = self.store.put_container(record) {
-                    tracing::error!(container_id = %record.id, error = %e, "could not record the exit");
-                }
-                // Whoever moves the shared record to Exited reports it, once.
-                let first = match self.lock().get_mut(&record.id) {
-                    Some(known) if known.state != ContainerState::Exited => {
-                        *known = record.clone();
-                        true
-                    }
-                    _ => false,
-                };
-                if first {
-                    tracing::info!(container_id = %record.id, exit_code = record.exit_code, reason = %record.reason, "container exited");
-                    self.events
-                        .send(Event::now(EventKind::Stopped, &record.id, &record.pod_id));
-                }
+        let exit = match monitor::read_exit(&record.state_dir) {
+            Ok(Some(exit)) => exit,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(container_id = %record.id, error = %e, "unreadable exit file");
+                return;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(container_id = %record.id, error = %e, "unreadable exit file"),
+        };
+        let apply = |r: &mut ContainerRecord| {
+            r.state = ContainerState::Exited;
+            r.exit_code = exit.exit_code;
+            r.finished_at = exit.finished_at_ns;
+            r.reason.clone_from(&exit.reason);
+            if exit.oom_killed {
+                r.message = "the container was killed by the kernel's OOM killer".into();
+            }
+        };
+        // The exit goes into the shared record (the caller's copy may be
+        // stale: the exit watcher can race a start), under the lock, so the
+        // store sees the transitions in order and one caller reports it.
+        let mut records = self.lock();
+        match records.get_mut(&record.id) {
+            Some(known) if known.state != ContainerState::Exited => {
+                apply(known);
+                *record = known.clone();
+            }
+            Some(known) => {
+                *record = known.clone();
+                return;
+            }
+            // Not shared: recovery persists it itself; a removed container
+            // must not be written back.
+            None => {
+                apply(record);
+                return;
+            }
         }
+        if let Err(e) = self.store.put_container(record) {
+            tracing::error!(container_id = %record.id, error = %e, "could not record the exit");
+        }
+        drop(records);
+        tracing::info!(container_id = %record.id, exit_code = record.exit_code, reason = %record.reason, "container exited");
+        self.events
+            .send(Event::now(EventKind::Stopped, &record.id, &record.pod_id));
     }
 
     /// Finds a container by id or unique prefix, with its exit read.
@@ -319,7 +349,7 @@ impl Containers {
             }
             names.insert(name_key.clone(), id.clone());
         }
-        let run_dir = self.config.runroot.join("containers").join(&id);
+        let run_dir = self.config.get().runroot.join("containers").join(&id);
         let log_path = if pod_config.log_directory.is_empty() || config.log_path.is_empty() {
             PathBuf::new()
         } else {
@@ -341,7 +371,7 @@ impl Containers {
             config: config.encode_to_vec(),
             log_path,
             // Short: the attach socket's path must fit in sockaddr_un.
-            state_dir: self.config.runroot.join("c").join(&id),
+            state_dir: self.config.get().runroot.join("c").join(&id),
             bundle: run_dir.join("bundle"),
             rootfs: run_dir.join("rootfs"),
             upper_dir: PathBuf::new(),

@@ -54,6 +54,9 @@ pub async fn pull(daemon: &Daemon, req: &v1::PullImageRequest) -> Result<v1::Pul
     let started = std::time::Instant::now();
     let record = daemon.images.pull(&name, auth.as_ref()).await?;
     tracing::info!(image = %name, image_id = %record.id, size = record.size, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+    if let Some(metrics) = &daemon.metrics {
+        metrics.record_pull(record.size, started.elapsed());
+    }
     Ok(v1::PullImageResponse {
         image_ref: record.id,
     })
@@ -71,7 +74,7 @@ pub async fn list(daemon: &Daemon, filter: Option<&v1::ImageFilter>) -> Result<V
         None => store.list(),
     })
     .await?;
-    let pause = &daemon.config.image.pause_image;
+    let pause = &daemon.config.get().image.pause_image;
     Ok(records.iter().map(|r| to_cri(r, pause)).collect())
 }
 
@@ -96,7 +99,7 @@ pub async fn status(
         info.insert("info".to_owned(), details.to_string());
     }
     Ok(v1::ImageStatusResponse {
-        image: Some(to_cri(&record, &daemon.config.image.pause_image)),
+        image: Some(to_cri(&record, &daemon.config.get().image.pause_image)),
         info,
     })
 }

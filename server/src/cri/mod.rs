@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use image_service::ImageService;
 pub use runtime_service::RuntimeService;
 
-use crate::config::Config;
+use crate::config::Live;
 
 /// The CRI API version krio serves.
 pub const CRI_API_VERSION: &str = "v1";
@@ -29,22 +29,24 @@ pub type ResponseStream<T> =
 /// What every RPC handler can reach.
 #[derive(Debug)]
 pub struct Daemon {
-    /// The effective configuration.
-    pub config: Arc<Config>,
-    /// The config files it was read from (for `Status` verbose info).
-    pub config_files: Vec<std::path::PathBuf>,
+    /// The configuration in effect and the files it was read from (a
+    /// reload on SIGHUP may swap it).
+    pub config: Live,
     /// Pod sandboxes.
     pub sandboxes: Arc<crate::sandbox::Sandboxes>,
     /// Images and container root filesystems.
     pub images: krio_image::ImageStore,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
-    /// What each runtime handler supports, probed at start.
-    pub handler_features: HandlerFeatures,
+    /// What each runtime handler supports, probed at start (and for
+    /// handlers a reload adds).
+    pub handler_features: std::sync::RwLock<HandlerFeatures>,
     /// The streaming server for exec, attach and port-forward.
     pub streaming: crate::streaming::Streaming,
     /// Lifecycle events for `GetContainerEvents`.
     pub events: crate::events::EventSink,
+    /// krio's own metrics, when `[metrics]` is enabled.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The optional CRI features of one runtime handler.

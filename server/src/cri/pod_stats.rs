@@ -41,7 +41,7 @@ fn interface(i: &InterfaceStats) -> v1::NetworkInterfaceUsage {
 /// cgroupfs driver is in use (a systemd slice name is not a path), and the
 /// cgroup exists.
 fn pod_cgroup(daemon: &Daemon, config: &v1::PodSandboxConfig) -> Option<CgroupDirs> {
-    if daemon.config.cgroup_manager != CgroupManager::Cgroupfs {
+    if daemon.config.get().cgroup_manager != CgroupManager::Cgroupfs {
         return None;
     }
     let parent = config

@@ -2,7 +2,6 @@
 //! it is ready.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use krio_proto::v1;
 
@@ -29,7 +28,7 @@ const NETWORK_READY: &str = "NetworkReady";
 /// The CRI `Status` RPC. Checks touch the filesystem, so they run on the
 /// blocking pool.
 pub async fn status(daemon: &Daemon, req: &v1::StatusRequest) -> Result<v1::StatusResponse> {
-    let config = Arc::clone(&daemon.config);
+    let config = daemon.config.get();
     let (runtime, network) = tokio::task::spawn_blocking(move || {
         let default = &config.runtime.default_handler;
         let runtime = match config.runtime.handlers.get(default) {
@@ -57,11 +56,12 @@ pub async fn status(daemon: &Daemon, req: &v1::StatusRequest) -> Result<v1::Stat
 
     let mut info = HashMap::new();
     if req.verbose {
-        let config_json = serde_json::to_string(&*daemon.config)
+        let config_json = serde_json::to_string(&*daemon.config.get())
             .map_err(|e| Error::internal("encoding config", e))?;
         info.insert("config".to_owned(), config_json);
         let files: Vec<String> = daemon
-            .config_files
+            .config
+            .files()
             .iter()
             .map(|p| p.display().to_string())
             .collect();
@@ -103,22 +103,22 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> v1::Runti
 /// The default handler (under the empty name, as the CRI asks) and each
 /// configured one, with the features probed at start.
 fn runtime_handlers(daemon: &Daemon) -> Vec<v1::RuntimeHandler> {
+    let handler_features = daemon
+        .handler_features
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
     let features = |name: &str| {
-        let f = daemon
-            .handler_features
-            .get(name)
-            .copied()
-            .unwrap_or_default();
+        let f = handler_features.get(name).copied().unwrap_or_default();
         Some(v1::RuntimeHandlerFeatures {
             recursive_read_only_mounts: f.recursive_read_only_mounts,
             user_namespaces: f.user_namespaces,
         })
     };
-    let default = &daemon.config.runtime.default_handler;
+    let config = daemon.config.get();
+    let default = &config.runtime.default_handler;
     std::iter::once((String::new(), features(default)))
         .chain(
-            daemon
-                .config
+            config
                 .runtime
                 .handlers
                 .keys()
@@ -130,7 +130,7 @@ fn runtime_handlers(daemon: &Daemon) -> Vec<v1::RuntimeHandler> {
 
 /// The CRI `RuntimeConfig` RPC: the cgroup driver the kubelet must match.
 pub fn runtime_config(daemon: &Daemon) -> v1::RuntimeConfigResponse {
-    let driver = match daemon.config.cgroup_manager {
+    let driver = match daemon.config.get().cgroup_manager {
         CgroupManager::Cgroupfs => v1::CgroupDriver::Cgroupfs,
         CgroupManager::Systemd => v1::CgroupDriver::Systemd,
     };

@@ -17,7 +17,7 @@ mod view;
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use krio_network::cni::{Cni, CniOptions, PodNetwork, PortMapping};
@@ -25,7 +25,7 @@ use krio_network::podns::{self, Kind, PodNsRequest};
 use krio_proto::v1;
 use prost::Message;
 
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::error::Error;
 use crate::state::{PodNamespaces, PodRecord, PodState, Store};
 
@@ -35,9 +35,10 @@ pub use view::PodFilter;
 
 /// Every pod sandbox of this daemon.
 pub struct Sandboxes {
-    config: Arc<Config>,
+    config: Live,
     store: Store,
-    cni: Arc<Cni>,
+    /// Swapped when a reload changes the CNI dirs.
+    cni: RwLock<Arc<Cni>>,
     pods: Mutex<HashMap<String, PodRecord>>,
     reservations: Reservations,
 }
@@ -52,19 +53,26 @@ impl std::fmt::Debug for Sandboxes {
 const CNI_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Sandboxes {
+    /// The CNI runner now in effect.
+    fn cni(&self) -> Arc<Cni> {
+        Arc::clone(&self.cni.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Uses the CNI dirs of `config` for pods set up or torn down from now
+    /// on (a reload changed them).
+    pub fn reload_cni(&self, config: &Config) {
+        *self.cni.write().unwrap_or_else(|p| p.into_inner()) = new_cni(config);
+    }
+
     /// Loads the pods from the store and repairs what an unclean stop left:
     /// pods caught mid-creation are torn down, pods whose namespaces are gone
     /// (a reboot emptied the run dir) become NotReady with their network
     /// released. Blocking.
-    pub fn recover(config: Arc<Config>, store: Store) -> Result<Self, Error> {
-        let cni = Arc::new(Cni::new(CniOptions {
-            conf_dir: config.cni.conf_dir.clone(),
-            bin_dirs: config.cni.plugin_dirs.clone(),
-            cache_dir: config.root.join("cni-cache"),
-            plugin_timeout: CNI_PLUGIN_TIMEOUT,
-        }));
+    pub fn recover(live: Live, store: Store) -> Result<Self, Error> {
+        let config = live.get();
+        let cni = RwLock::new(new_cni(&config));
         let sandboxes = Self {
-            config,
+            config: live,
             store,
             cni,
             pods: Mutex::new(HashMap::new()),
@@ -108,7 +116,7 @@ impl Sandboxes {
     /// without a pod, then CNI GC (1.1.0 networks) naming the attachments of
     /// the pods that are up. Failures are logged: they must not stop krio.
     fn collect_network_garbage(&self) {
-        let attachments = match self.cni.cached_attachments() {
+        let attachments = match self.cni().cached_attachments() {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the CNI cache; no network garbage collection");
@@ -130,7 +138,7 @@ impl Sandboxes {
                 ifname: orphan.ifname.clone(),
                 ..PodNetwork::default()
             };
-            if let Err(e) = self.cni.del(&pod) {
+            if let Err(e) = self.cni().del(&pod) {
                 tracing::error!(pod_id = %orphan.sandbox_id, error = %e, "could not release an orphaned pod network");
             }
         }
@@ -139,7 +147,7 @@ impl Sandboxes {
             .filter(|a| known.get(&a.sandbox_id) == Some(&PodState::Ready))
             .map(|a| (a.sandbox_id.clone(), a.ifname.clone()))
             .collect();
-        match self.cni.gc(&valid) {
+        match self.cni().gc(&valid) {
             Ok(()) => {}
             Err(krio_network::cni::CniError::Config(e)) => {
                 tracing::debug!(reason = %e, "no network config; CNI GC skipped");
@@ -158,7 +166,7 @@ impl Sandboxes {
         self: &Arc<Self>,
         req: &v1::RunPodSandboxRequest,
     ) -> Result<String, tonic::Status> {
-        let pod = validate::validate(req, &self.config)?;
+        let pod = validate::validate(req, &self.config.get())?;
         let exists = |id: &str| self.lock_pods().contains_key(id);
         let this = self.clone();
         let key = pod.name_key.clone();
@@ -178,7 +186,7 @@ impl Sandboxes {
     /// The blocking part of creation, rolled back on any failure.
     fn create(&self, pod: validate::ValidPod) -> Result<String, Error> {
         let id = crate::clock::new_id()?;
-        let paths = PodPaths::new(&self.config.root, &self.config.runroot, &id);
+        let paths = PodPaths::new(&self.config.get().root, &self.config.get().runroot, &id);
         let mut record = PodRecord {
             id: id.clone(),
             name_key: pod.name_key.clone(),
@@ -236,7 +244,7 @@ impl Sandboxes {
             kinds.push(Kind::Ipc);
         }
         let pins = podns::create(&PodNsRequest {
-            dir: self.config.runroot.join("ns"),
+            dir: self.config.get().runroot.join("ns"),
             pod_id: record.id.clone(),
             kinds,
             hostname: pod.config.hostname.clone(),
@@ -271,7 +279,7 @@ impl Sandboxes {
             // Owed from here on: even a failed ADD is cleaned up with DEL.
             record.network_attached = true;
             let status = self
-                .cni
+                .cni()
                 .add(&pod_network(record, &pod.config, netns))
                 .map_err(|e| Error::internal("setting up the pod network (CNI ADD)", e))?;
             record.ips = status.ips.iter().map(ToString::to_string).collect();
@@ -295,7 +303,7 @@ impl Sandboxes {
         )
         .map_err(|e| Error::internal("starting the pod's infra process", e))?;
         record.infra_pid = Some(pid);
-        let pin = podns::pin_path(&self.config.runroot.join("ns"), Kind::Pid, &record.id);
+        let pin = podns::pin_path(&self.config.get().runroot.join("ns"), Kind::Pid, &record.id);
         podns::pin_existing(
             "pid",
             std::path::Path::new(&format!("/proc/{pid}/ns/pid")),
@@ -328,7 +336,7 @@ impl Sandboxes {
         }
         let config = decode_config(record);
         let netns = record.namespaces.net.clone().unwrap_or_default();
-        self.cni
+        self.cni()
             .del(&pod_network(record, &config, netns))
             .map_err(|e| Error::internal("tearing down the pod network (CNI DEL)", e))?;
         record.network_attached = false;
@@ -347,7 +355,11 @@ impl Sandboxes {
         }
         podns::remove(&record.namespaces.pins())
             .map_err(|e| Error::internal("removing the pod's namespaces", e))?;
-        let paths = PodPaths::new(&self.config.root, &self.config.runroot, &record.id);
+        let paths = PodPaths::new(
+            &self.config.get().root,
+            &self.config.get().runroot,
+            &record.id,
+        );
         for dir in [&paths.run_dir, &paths.dir] {
             files::remove_dir(dir)
                 .map_err(|e| Error::internal(format!("removing {}", dir.display()), e))?;
@@ -449,6 +461,17 @@ impl Sandboxes {
             .map(|(p, c)| view::list_entry(p, &c))
             .collect()
     }
+}
+
+/// A CNI runner for the CNI dirs of `config`; the result cache stays
+/// under the root dir, so DEL finds what an earlier ADD did.
+fn new_cni(config: &Config) -> Arc<Cni> {
+    Arc::new(Cni::new(CniOptions {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.plugin_dirs.clone(),
+        cache_dir: config.root.join("cni-cache"),
+        plugin_timeout: CNI_PLUGIN_TIMEOUT,
+    }))
 }
 
 fn decode_config(pod: &PodRecord) -> v1::PodSandboxConfig {

@@ -92,6 +92,20 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Starts `cmd` (a serving command listening on [`Sandbox::socket`])
+    /// and waits for the socket.
+    pub fn start_command(&self, mut cmd: Command) -> Daemon {
+        let child = cmd.stdout(Stdio::null()).spawn().expect("spawn krio");
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+        };
+        daemon.wait_for_socket();
+        daemon
+    }
+}
+
 /// A running daemon; killed on drop so a failing test leaves nothing behind.
 pub struct Daemon {
     pub child: Option<Child>,
