@@ -283,6 +283,11 @@ for ((rep = 1; rep <= n; rep++)); do
   for rt in "${order[@]}"; do
     make_cold "$rt"
     t_cold=$(timed_pull "$rt" "$image_a")
+    # The cold check must see a pulled image, or it looks in the wrong place.
+    if [ -z "$(what_is_left "$rt")" ]; then
+      log "$rt: no image data found on disk after a pull; the cold check cannot be trusted"
+      exit 1
+    fi
     t_shared=$(timed_pull "$rt" "$image_b")
     printf '%d\t%s\tcold\t%s\t%s\n' "$rep" "$rt" "$t_cold" "$bytes_a" >>"$tsv"
     printf '%d\t%s\tshared\t%s\t%s\n' "$rep" "$rt" "$t_shared" "$bytes_b_new" >>"$tsv"
