@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what krio's conformance runs need on a Debian 12 host:
-#   - Debian packages: the local registry, busybox (for the test images),
+#   - Debian packages: the local registry (with apache2-utils for htpasswd
+#     and openssl for the auth and TLS registry tests), busybox (for the test images),
 #     CNI plugins, runc, crun, iptables and a C toolchain;
 #   - crictl, critest and ginkgo from cri-tools $CRI_TOOLS_VERSION, built with
 #     the Go toolchain from conformance/critest-module (go.mod + go.sum pin
@@ -24,7 +25,7 @@ installed=()
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
-packages=(docker-registry busybox containernetworking-plugins runc crun iptables iproute2 iputils-ping curl util-linux gcc libc6-dev)
+packages=(docker-registry apache2-utils openssl busybox containernetworking-plugins runc crun iptables iproute2 iputils-ping curl util-linux gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -8,6 +8,20 @@
 #              config.yml, registry.pid, registry.log and storage/.
 # Environment: KRIO_REGISTRY_ADDR (default 127.0.0.1:5000).
 #
+# Extra instances (tests of registry auth and TLS) run from their own
+# STATE_DIR on another loopback port, set up by these (read at start):
+#   KRIO_REGISTRY_STORAGE   storage root (default STATE_DIR/storage); point
+#                           it at the shared registry's storage to serve its
+#                           images without pushing them again
+#   KRIO_REGISTRY_READONLY=1   refuse pushes and deletes (use it with a
+#                           shared storage root)
+#   KRIO_REGISTRY_HTPASSWD_USER, KRIO_REGISTRY_HTPASSWD_PASSWORD
+#                           require HTTP basic auth; STATE_DIR/htpasswd is
+#                           written with bcrypt (htpasswd -B, apache2-utils)
+#   KRIO_REGISTRY_TLS=1     serve HTTPS with a certificate for 127.0.0.1 and
+#                           localhost, signed by a fresh test CA whose
+#                           certificate is STATE_DIR/tls/ca.crt
+#
 # start   installs the docker-registry package if missing, starts the
 #         registry in the background unless it already runs, and waits
 #         (at most 30 s) until GET /v2/ answers.
@@ -19,6 +33,11 @@ set -euo pipefail
 cmd=${1:-}
 state=${2:-/var/cache/krio-conformance/registry}
 addr=${KRIO_REGISTRY_ADDR:-127.0.0.1:5000}
+storage=${KRIO_REGISTRY_STORAGE:-$state/storage}
+readonly_storage=${KRIO_REGISTRY_READONLY:-0}
+htpasswd_user=${KRIO_REGISTRY_HTPASSWD_USER:-}
+htpasswd_password=${KRIO_REGISTRY_HTPASSWD_PASSWORD:-}
+tls=${KRIO_REGISTRY_TLS:-0}
 bin=/usr/bin/docker-registry
 config="$state/config.yml"
 pidfile="$state/registry.pid"
@@ -46,13 +65,22 @@ our_pid() {
     echo "$pid"
 }
 
+# True when something answers GET /v2/ like a registry: 200, or 401 when it
+# asks for credentials. HTTPS when the state dir has a TLS setup (status and
+# stop are not given the environment start was).
 answers() {
-    curl -fsS -o /dev/null --max-time 2 "http://$addr/v2/" 2>/dev/null
+    local scheme=http code
+    [[ $tls == 1 || -e $state/tls/server.crt ]] && scheme=https
+    code=$(curl -ksS -o /dev/null -w '%{http_code}' --max-time 2 "$scheme://$addr/v2/" 2>/dev/null) || return 1
+    [[ $code == 200 || $code == 401 ]]
 }
 
 install_package() {
     local p missing=()
-    for p in docker-registry curl; do
+    local wanted=(docker-registry curl)
+    [[ -n $htpasswd_user ]] && wanted+=(apache2-utils)
+    [[ $tls == 1 ]] && wanted+=(openssl)
+    for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     ((${#missing[@]})) || return 0
@@ -70,8 +98,30 @@ install_package() {
     if [[ $added == true ]]; then rm -f "$policy"; fi
 }
 
+# A test CA and a server certificate for 127.0.0.1 and localhost, signed by it.
+make_tls() {
+    local d=$state/tls
+    rm -rf "$d"
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj "/CN=krio test registry CA" -keyout "$d/ca.key" -out "$d/ca.crt" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+        'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 7 -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null
+}
+
 write_config() {
-    mkdir -p "$state/storage"
+    mkdir -p "$storage"
+    rm -f "$state/htpasswd"
+    if [[ -n $htpasswd_user ]]; then
+        htpasswd -Bbn "$htpasswd_user" "$htpasswd_password" >"$state/htpasswd"
+    fi
+    if [[ $tls == 1 ]]; then make_tls; else rm -rf "$state/tls"; fi
     cat >"$config.tmp" <<EOF
 # Written by conformance/registry.sh; rewritten on every start.
 version: 0.1
@@ -81,7 +131,7 @@ log:
     service: krio-conformance-registry
 storage:
   filesystem:
-    rootdirectory: $state/storage
+    rootdirectory: $storage
   delete:
     enabled: true
   cache:
@@ -89,11 +139,19 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
+    readonly:
+      enabled: $([[ $readonly_storage == 1 ]] && echo true || echo false)
 http:
   addr: $addr
   headers:
     X-Content-Type-Options: [nosniff]
 EOF
+    if [[ $tls == 1 ]]; then
+        printf '  tls:\n    certificate: %s\n    key: %s\n' "$state/tls/server.crt" "$state/tls/server.key" >>"$config.tmp"
+    fi
+    if [[ -n $htpasswd_user ]]; then
+        printf 'auth:\n  htpasswd:\n    realm: krio-test\n    path: %s\n' "$state/htpasswd" >>"$config.tmp"
+    fi
     mv "$config.tmp" "$config"
 }
 
@@ -109,7 +167,7 @@ start() {
     else
         rm -f "$pidfile"
         if answers; then
-            log "something else already answers on http://$addr/v2/; not starting"
+            log "something else already answers on $addr/v2/; not starting"
             exit 1
         fi
         write_config

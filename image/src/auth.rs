@@ -189,6 +189,12 @@ fn normalize_key(key: &str) -> String {
     }
 }
 
+/// True when the hosts `a` and `b` name one registry (Docker Hub's
+/// aliases are one registry).
+pub(crate) fn same_registry(a: &str, b: &str) -> bool {
+    normalize_host(a) == normalize_host(b)
+}
+
 fn normalize_host(h: &str) -> String {
     match h {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),

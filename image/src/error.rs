@@ -22,6 +22,9 @@ pub enum ErrorKind {
     /// A registry could not be reached or refused us: `Unavailable` /
     /// `Unknown` at the daemon's choice.
     Registry,
+    /// The registry refused the credentials, or wants some:
+    /// `Unauthenticated`.
+    Unauthenticated,
     /// Anything else: `Internal`.
     Internal,
 }

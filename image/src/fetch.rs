@@ -1,23 +1,33 @@
 //! Talking to one registry endpoint: manifests through `oci-client` (which
 //! also runs the bearer-token flow), blobs streamed to a temp file with
 //! their size and digest checked on the way and a no-progress timeout.
+//!
+//! TLS: a secure endpoint is HTTPS, verified against the system roots plus
+//! the host's `certs.d` CAs. An `insecure` endpoint is tried, as
+//! containers-registries.conf(5) defines it, over HTTPS without
+//! certificate verification first and over plain HTTP when that cannot
+//! connect; the scheme that answered serves the rest of the pull.
 
+use crate::certs::HostTls;
 use crate::digest::{Digest, Hasher};
 use crate::layout::{Layout, TempGuard};
 use crate::pull::PullError;
 use crate::registries::Endpoint;
 use futures_util::StreamExt as _;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth as ClientAuth;
 use oci_client::{Client, Reference};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
 /// One endpoint, ready to talk to.
 pub struct Remote {
-    client: Client,
+    /// Clients to try in order (HTTPS, then plain HTTP for insecure
+    /// endpoints); `chosen` is the one that answered.
+    clients: Vec<Client>,
+    chosen: AtomicUsize,
     reference: Reference,
     auth: ClientAuth,
     /// Where this is (for messages).
@@ -26,27 +36,51 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A client for `endpoint` asking for `tag_or_digest`.
+    /// A client for `endpoint` asking for `tag_or_digest`, trusting the
+    /// extra roots of `tls`.
     pub fn new(
         endpoint: Endpoint,
         tag: Option<&str>,
         digest: Option<&Digest>,
         auth: ClientAuth,
         timeout: Duration,
-    ) -> Self {
-        let protocol = if endpoint.insecure {
-            ClientProtocol::HttpsExcept(vec![endpoint.host.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let client = Client::new(ClientConfig {
+        tls: &HostTls,
+    ) -> Result<Self, PullError> {
+        let config = |protocol, accept_invalid_certificates| ClientConfig {
             protocol,
+            accept_invalid_certificates,
+            extra_root_certificates: tls
+                .roots
+                .iter()
+                .map(|der| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data: der.clone(),
+                })
+                .collect(),
             platform_resolver: None,
             read_timeout: Some(timeout),
             connect_timeout: Some(Duration::from_secs(30)),
             user_agent: "krio",
             ..ClientConfig::default()
-        });
+        };
+        let configs = if endpoint.insecure {
+            vec![
+                config(ClientProtocol::Https, true),
+                config(ClientProtocol::Http, false),
+            ]
+        } else {
+            vec![config(ClientProtocol::Https, false)]
+        };
+        // Client::new would fall back to a default client on a bad
+        // certificate; try_from reports it.
+        let clients = configs
+            .into_iter()
+            .map(Client::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| PullError::Registry {
+                location: format!("{} (TLS setup)", endpoint.host),
+                source: Box::new(source),
+            })?;
         let reference = match (tag, digest) {
             (Some(t), Some(d)) => Reference::with_tag_and_digest(
                 endpoint.host.clone(),
@@ -70,13 +104,21 @@ impl Remote {
                 "latest".to_owned(),
             ),
         };
-        Self {
-            client,
+        Ok(Self {
+            clients,
+            chosen: AtomicUsize::new(0),
             reference,
             auth,
             endpoint,
             timeout,
-        }
+        })
+    }
+
+    fn client(&self) -> &Client {
+        &self.clients[self
+            .chosen
+            .load(Ordering::Relaxed)
+            .min(self.clients.len() - 1)]
     }
 
     /// `host/repository` for messages.
@@ -95,19 +137,35 @@ impl Remote {
             Some(d) => self.reference.clone_with_digest(d.to_string()),
             None => self.reference.clone(),
         };
-        let fut = self
-            .client
-            .pull_manifest_raw(&r, &self.auth, crate::manifest::ACCEPTED);
-        let (body, _) = tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| PullError::Timeout {
-                what: format!("manifest of {}", self.location()),
-                secs: self.timeout.as_secs(),
-            })?
-            .map_err(|source| PullError::Registry {
-                location: self.location(),
-                source: Box::new(source),
-            })?;
+        let body = loop {
+            let fut = self
+                .client()
+                .pull_manifest_raw(&r, &self.auth, crate::manifest::ACCEPTED);
+            let res =
+                tokio::time::timeout(self.timeout, fut)
+                    .await
+                    .map_err(|_| PullError::Timeout {
+                        what: format!("manifest of {}", self.location()),
+                        secs: self.timeout.as_secs(),
+                    })?;
+            match res {
+                Ok((body, _)) => break body,
+                // Could not talk to it at all (TLS to a plain-HTTP
+                // registry, say): the next scheme, if there is one.
+                Err(oci_client::errors::OciDistributionError::RequestError(e))
+                    if self.chosen.load(Ordering::Relaxed) + 1 < self.clients.len() =>
+                {
+                    tracing::debug!(endpoint = %self.location(), error = %e, "HTTPS failed; trying plain HTTP");
+                    self.chosen.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(source) => {
+                    return Err(PullError::Registry {
+                        location: self.location(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        };
         if body.len() as u64 > max {
             return Err(PullError::TooLarge {
                 blob: format!("manifest of {}", self.location()),
@@ -154,7 +212,7 @@ impl Remote {
             |op: &'static str, path: PathBuf| move |source| PullError::Io { op, path, source };
         let stream = tokio::time::timeout(
             self.timeout,
-            self.client.pull_blob_stream(&self.reference, &desc),
+            self.client().pull_blob_stream(&self.reference, &desc),
         )
         .await
         .map_err(|_| PullError::Timeout {

@@ -11,6 +11,7 @@
 //! - [`registries`]: containers-registries.conf v2 (mirrors, insecure,
 //!   blocked, search registries), re-read when the file changes.
 //! - [`auth`]: request credentials, auth file, anonymous.
+//! - [`certs`]: per-registry CAs from a containers `certs.d` directory.
 //! - [`pull`]: endpoints in order, platform selection, verified blobs,
 //!   parallel layers; concurrent identical pulls share one task, and
 //!   concurrent pulls of images sharing a layer fetch it once.
@@ -26,6 +27,7 @@
 //! database I/O: call them from `spawn_blocking` in async code.
 
 pub mod auth;
+pub mod certs;
 mod db;
 pub mod digest;
 pub mod error;
@@ -50,5 +52,5 @@ pub use error::{ErrorKind, ImageError};
 pub use platform::Platform;
 pub use record::{CriUser, ImageRecord};
 pub use rootfs::RootfsSpec;
-pub use store::{ImageStore, ImageStoreOptions};
+pub use store::{DEFAULT_MAX_UNPACKED_BYTES, ImageStore, ImageStoreOptions};
 pub use usage::FsUsage;

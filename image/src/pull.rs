@@ -8,8 +8,13 @@
 //! size check; layers are unpacked in `tmp/` and renamed into `layers/`
 //! after their diff ID check. Temp files are removed on error and on
 //! cancellation (drop guards).
+//!
+//! Credentials from the request are sent only to the registry the image
+//! names (its origin endpoint, and mirrors on the same host); a mirror on
+//! another host gets what the auth file has for it, else nothing.
 
-use crate::auth::{AuthError, RegistryAuth, lookup_auth_file};
+use crate::auth::{AuthError, RegistryAuth, lookup_auth_file, same_registry};
+use crate::certs::CertsError;
 use crate::digest::{Digest, chain_ids};
 use crate::error::ErrorKind;
 use crate::fetch::Remote;
@@ -17,7 +22,7 @@ use crate::layout::{Layout, TempGuard};
 use crate::manifest::{self, Document, ManifestError};
 use crate::platform::Platform;
 use crate::registries::Endpoint;
-use crate::unpack::{self, UnpackError};
+use crate::unpack::{self, SizeBudget, UnpackError};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +115,9 @@ pub enum PullError {
     /// Credentials are unusable.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The registry's certs.d directory is unusable.
+    #[error(transparent)]
+    Certs(#[from] CertsError),
     /// An index pointed at another index.
     #[error("{digest}: an index entry is not an image manifest")]
     NestedIndex {
@@ -131,14 +139,30 @@ impl PullError {
     /// The status class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Self::Registry { source, .. } if is_auth_failure(source) => ErrorKind::Unauthenticated,
             Self::Registry { .. } | Self::Timeout { .. } | Self::Stream { .. } => {
                 ErrorKind::Registry
             }
             Self::AllEndpoints { source, .. } => source.kind(),
             Self::Manifest(ManifestError::NoPlatform { .. }) => ErrorKind::NotFound,
             Self::Auth(_) => ErrorKind::InvalidArgument,
+            Self::Unpack(UnpackError::TooLarge { .. }) => ErrorKind::FailedPrecondition,
             _ => ErrorKind::Internal,
         }
+    }
+}
+
+/// The registry refused our credentials (or wanted some).
+fn is_auth_failure(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => true,
+        E::ServerError { code, .. } => matches!(code, 401 | 403),
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
     }
 }
 
@@ -158,6 +182,10 @@ pub struct PullContext<'a> {
     pub auth: Option<&'a RegistryAuth>,
     /// The auth file.
     pub auth_file: &'a Path,
+    /// The containers `certs.d` directory (`<dir>/<host:port>/*.crt`).
+    pub certs_dir: &'a Path,
+    /// Bound on the uncompressed bytes one pull unpacks.
+    pub max_unpacked_bytes: u64,
     /// Called with the config digest and with the chain IDs before they
     /// are looked at; the returned pins are kept until the pull's record
     /// is committed.
@@ -185,19 +213,27 @@ pub struct Pulled {
 }
 
 /// Pulls `tag`/`digest` of a repository from the first endpoint that
-/// serves its manifest.
+/// serves its manifest; `domain` is the registry the reference names
+/// (the one request credentials are for).
 pub async fn pull_from(
     ctx: &PullContext<'_>,
     endpoints: &[Endpoint],
+    domain: &str,
     tag: Option<&str>,
     digest: Option<&Digest>,
 ) -> Result<Pulled, PullError> {
     let mut tried = Vec::new();
     let mut last = None;
     for ep in endpoints {
-        let auth = credentials(ctx, ep)?;
-        let remote = Remote::new(ep.clone(), tag, digest, auth, ctx.timeout);
-        tried.push(remote.location());
+        tried.push(format!("{}/{}", ep.host, ep.repository));
+        let remote = match connect(ctx, ep, domain, tag, digest) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(endpoint = %ep.host, error = %error_chain(&e), "endpoint unusable");
+                last = Some(e);
+                continue;
+            }
+        };
         match remote.manifest(None, manifest::MAX_MANIFEST_SIZE).await {
             Ok((body, top)) => {
                 tracing::debug!(endpoint = %remote.location(), digest = %top, "resolved manifest");
@@ -215,11 +251,29 @@ pub async fn pull_from(
     })
 }
 
+fn connect(
+    ctx: &PullContext<'_>,
+    ep: &Endpoint,
+    domain: &str,
+    tag: Option<&str>,
+    digest: Option<&Digest>,
+) -> Result<Remote, PullError> {
+    let auth = credentials(ctx, ep, domain)?;
+    let tls = crate::certs::load(ctx.certs_dir, &ep.host)?;
+    Remote::new(ep.clone(), tag, digest, auth, ctx.timeout, &tls)
+}
+
 fn credentials(
     ctx: &PullContext<'_>,
     ep: &Endpoint,
+    domain: &str,
 ) -> Result<oci_client::secrets::RegistryAuth, PullError> {
-    if let Some(a) = ctx.auth.filter(|a| !a.is_empty()) {
+    // A mirror on another host is another party: it must not see the
+    // credentials given for the image's own registry.
+    let for_this_host = !ep.mirror || same_registry(&ep.host, domain);
+    if let Some(a) = ctx.auth.filter(|a| !a.is_empty())
+        && for_this_host
+    {
         return Ok(a.to_client()?);
     }
     match lookup_auth_file(ctx.auth_file, &ep.host, &ep.repository)? {
@@ -358,8 +412,11 @@ async fn pull_rest(
         "pulling layers"
     );
     let n = jobs.len().max(1);
+    let budget = SizeBudget::new(ctx.max_unpacked_bytes);
     futures_util::stream::iter(jobs)
-        .map(|(blob, size, diff, chain)| fetch_layer(ctx, remote, blob, size, diff, chain))
+        .map(|(blob, size, diff, chain)| {
+            fetch_layer(ctx, remote, blob, size, diff, chain, budget.clone())
+        })
         .buffer_unordered(n)
         .try_collect::<Vec<()>>()
         .await?;
@@ -382,6 +439,7 @@ async fn fetch_layer(
     size: u64,
     diff_id: Digest,
     chain: Digest,
+    budget: SizeBudget,
 ) -> Result<(), PullError> {
     // One download per layer across concurrent pulls of different images.
     let _layer = ctx.layer_locks.lock(chain.as_str()).await;
@@ -401,7 +459,7 @@ async fn fetch_layer(
     let started = std::time::Instant::now();
     let chain2 = chain.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
-        unpack_into_place(&layout, blob_path, &blob, &diff_id, &chain2)
+        unpack_into_place(&layout, blob_path, &blob, &diff_id, &chain2, &budget)
     })
     .await
     .map_err(PullError::Task)??;
@@ -416,6 +474,7 @@ fn unpack_into_place(
     blob: &Digest,
     diff_id: &Digest,
     chain: &Digest,
+    budget: &SizeBudget,
 ) -> Result<u64, PullError> {
     use std::os::unix::fs::DirBuilderExt;
     let work = TempGuard::new(layout.temp_path(&format!("unpack-{}", &chain.hex()[..12])));
@@ -432,7 +491,7 @@ fn unpack_into_place(
         .mode(0o755)
         .create(&root)
         .map_err(io("creating", &root))?;
-    let size = unpack::unpack_layer(blob_path.path(), &root, blob, diff_id)?;
+    let size = unpack::unpack_layer_within(blob_path.path(), &root, blob, diff_id, budget)?;
     drop(blob_path);
     let dest = layout.layer(chain);
     match std::fs::rename(&root, &dest) {

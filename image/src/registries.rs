@@ -1,9 +1,13 @@
 //! containers-registries.conf (v2) support: `unqualified-search-registries`,
 //! `[[registry]]` with `prefix`, `location`, `insecure`, `blocked`,
 //! `mirror-by-digest-only` and `[[registry.mirror]]` (`location`,
-//! `insecure`, `pull-from-mirror`). The file is re-read when its mtime
-//! changes, so edits apply without a restart; a missing file means no
-//! mirrors and no blocks.
+//! `insecure`, `pull-from-mirror`). Drop-ins in `registries.conf.d/*.conf`
+//! beside the file apply after it in lexical order, as
+//! containers-registries.conf.d(5) defines: a key a drop-in sets replaces
+//! the earlier value, and its `[[registry]]` tables replace those with the
+//! same prefix and add the others. The files are re-read when one of them
+//! changes (mtime, or a file added or removed), so edits apply without a
+//! restart; a missing file means no mirrors and no blocks.
 
 use crate::reference::ImageReference;
 use serde::Deserialize;
@@ -51,8 +55,10 @@ pub enum RegistriesError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct FileV2 {
+    /// None when the file does not set it (a drop-in keeps the earlier
+    /// value).
     #[serde(default)]
-    unqualified_search_registries: Vec<String>,
+    unqualified_search_registries: Option<Vec<String>>,
     #[serde(default)]
     registry: Vec<RegistryEntry>,
     /// The v1 format's `[registries.search]` etc.: refused, not ignored.
@@ -128,25 +134,101 @@ pub struct RegistriesConfig {
     registries: Vec<Registry>,
 }
 
+/// One file's settings, merged in file order.
+#[derive(Debug, Default)]
+struct Merged {
+    search: Vec<String>,
+    /// Entries with the file they came from (for messages), keyed by
+    /// prefix (or location when the prefix is not given).
+    entries: Vec<(String, PathBuf, RegistryEntry)>,
+}
+
+impl Merged {
+    fn apply(&mut self, file: FileV2, path: &Path) -> Result<(), RegistriesError> {
+        if file.registries.is_some() {
+            return Err(RegistriesError::Invalid {
+                path: path.to_owned(),
+                reason: "the v1 format ([registries.*] tables) is not supported; use v2 [[registry]] entries"
+                    .into(),
+            });
+        }
+        if let Some(search) = file.unqualified_search_registries {
+            self.search = search;
+        }
+        for entry in file.registry {
+            let key = entry
+                .prefix
+                .clone()
+                .or_else(|| entry.location.clone())
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
+            let item = (key, path.to_owned(), entry);
+            match self.entries.iter_mut().find(|(k, _, _)| *k == item.0) {
+                Some(slot) => *slot = item,
+                None => self.entries.push(item),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileV2, RegistriesError> {
+    toml::from_str(text).map_err(|e| RegistriesError::Parse {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// `<registries.conf>.d`, the drop-in directory beside the file.
+fn drop_in_dir(path: &Path) -> PathBuf {
+    let mut d = path.as_os_str().to_owned();
+    d.push(".d");
+    PathBuf::from(d)
+}
+
+/// The `*.conf` files of `dir`, in lexical order; none when it is missing.
+fn drop_ins(dir: &Path) -> Result<Vec<PathBuf>, RegistriesError> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RegistriesError::Read {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(|source| RegistriesError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "conf") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 impl RegistriesConfig {
     /// Parses registries.conf text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, RegistriesError> {
-        let file: FileV2 = toml::from_str(text).map_err(|e| RegistriesError::Parse {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })?;
-        let invalid = |reason: String| RegistriesError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
-        if file.registries.is_some() {
-            return Err(invalid(
-                "the v1 format ([registries.*] tables) is not supported; use v2 [[registry]] entries"
-                    .into(),
-            ));
-        }
+        let mut merged = Merged::default();
+        merged.apply(parse_file(text, path)?, path)?;
+        Self::build(merged)
+    }
+
+    fn build(merged: Merged) -> Result<Self, RegistriesError> {
         let mut registries = Vec::new();
-        for entry in file.registry {
+        for (_, path, entry) in merged.entries {
+            let invalid = |reason: String| RegistriesError::Invalid {
+                path: path.clone(),
+                reason,
+            };
             let prefix = entry
                 .prefix
                 .or_else(|| entry.location.clone())
@@ -191,21 +273,25 @@ impl RegistriesConfig {
             });
         }
         Ok(Self {
-            search: file.unqualified_search_registries,
+            search: merged.search,
             registries,
         })
     }
 
-    /// Reads `path`; a missing file is an empty configuration.
+    /// Reads `path`, then the drop-ins of `<path>.d/*.conf` in lexical
+    /// order; a missing file or directory adds nothing.
     pub fn load(path: &Path) -> Result<Self, RegistriesError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(RegistriesError::Read {
-                path: path.to_owned(),
-                source,
-            }),
+        let mut merged = Merged::default();
+        let files = std::iter::once(path.to_owned()).chain(drop_ins(&drop_in_dir(path))?);
+        for file in files {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(RegistriesError::Read { path: file, source }),
+            };
+            merged.apply(parse_file(&text, &file)?, &file)?;
         }
+        Self::build(merged)
     }
 
     /// The `unqualified-search-registries`.
@@ -300,8 +386,11 @@ fn endpoint(location: &str, rest: &str, insecure: bool, mirror: bool) -> Option<
     })
 }
 
-/// A registries.conf that is re-read whenever its mtime (or existence)
-/// changes.
+/// The mtimes of the file, its drop-in directory and each drop-in.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>)>;
+
+/// A registries.conf (with its drop-ins) that is re-read whenever one of
+/// the files changes, appears or goes away.
 #[derive(Debug)]
 pub struct RegistriesWatcher {
     /// The file, and what was last read from it (mtime, config).
@@ -311,7 +400,22 @@ pub struct RegistriesWatcher {
 #[derive(Debug)]
 struct WatchedFile {
     path: PathBuf,
-    cached: Option<(Option<SystemTime>, Arc<RegistriesConfig>)>,
+    cached: Option<(Fingerprint, Arc<RegistriesConfig>)>,
+}
+
+/// The mtimes of the file, its drop-in directory and each drop-in.
+fn fingerprint(path: &Path) -> Fingerprint {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let dir = drop_in_dir(path);
+    let mut files = vec![path.to_path_buf(), dir.clone()];
+    files.extend(drop_ins(&dir).unwrap_or_default());
+    files
+        .into_iter()
+        .map(|p| {
+            let t = mtime(&p);
+            (p, t)
+        })
+        .collect()
 }
 
 impl RegistriesWatcher {
@@ -327,12 +431,10 @@ impl RegistriesWatcher {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = WatchedFile { path, cached: None };
     }
 
-    /// The configuration as the file is now.
+    /// The configuration as the files are now.
     pub fn current(&self) -> Result<Arc<RegistriesConfig>, RegistriesError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mtime = std::fs::metadata(&state.path)
-            .and_then(|m| m.modified())
-            .ok();
+        let mtime = fingerprint(&state.path);
         if let Some((seen, cfg)) = state.cached.as_ref()
             && *seen == mtime
         {
@@ -444,6 +546,70 @@ pull-from-mirror = "digest-only"
             eps(&cfg, &d)[0],
             ("m.io".into(), "wild/x".into(), false, true)
         );
+    }
+
+    #[test]
+    fn drop_ins_apply_in_lexical_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registries.conf");
+        std::fs::write(&path, CONF).expect("write");
+        let d = dir.path().join("registries.conf.d");
+        std::fs::create_dir(&d).expect("mkdir");
+        // Replaces the search list and the registry.k8s.io entry, adds one.
+        std::fs::write(
+            d.join("20-b.conf"),
+            "unqualified-search-registries = [\"b.io\"]\n\
+             [[registry]]\nprefix = \"registry.k8s.io\"\nlocation = \"from-b.io\"\n\
+             [[registry]]\nlocation = \"new.io\"\ninsecure = true\n",
+        )
+        .expect("write");
+        // Sorted after 20-b: its search list wins; sets no registry.
+        std::fs::write(
+            d.join("30-c.conf"),
+            "unqualified-search-registries = [\"c.io\"]\n",
+        )
+        .expect("write");
+        // Sorted first: 20-b replaces its registry.k8s.io entry.
+        std::fs::write(
+            d.join("10-a.conf"),
+            "[[registry]]\nprefix = \"registry.k8s.io\"\nlocation = \"from-a.io\"\n",
+        )
+        .expect("write");
+        std::fs::write(d.join("99-ignored.toml"), "not toml [").expect("write");
+        let w = RegistriesWatcher::new(path.clone());
+        let cfg = w.current().expect("loads");
+        assert_eq!(cfg.search_registries(), ["c.io"]);
+        assert_eq!(
+            eps(&cfg, "registry.k8s.io/pause:3.9"),
+            vec![("from-b.io".into(), "pause".into(), false, false)],
+            "the later drop-in's entry replaces the main file's (and its mirror)"
+        );
+        assert_eq!(
+            eps(&cfg, "new.io/x"),
+            vec![("new.io".into(), "x".into(), true, false)]
+        );
+        // Untouched entries of the main file stay.
+        assert!(matches!(
+            cfg.endpoints(&ImageReference::parse("blocked.io/a").expect("valid")),
+            Err(RegistriesError::Blocked { .. })
+        ));
+        // A new drop-in is picked up without a restart, and a broken one
+        // is an error naming it.
+        std::fs::write(
+            d.join("40-d.conf"),
+            "[[registry]]\nlocation = \"new.io\"\nblocked = true\n",
+        )
+        .expect("write");
+        let cfg = w.current().expect("reloads");
+        assert!(
+            cfg.endpoints(&ImageReference::parse("new.io/x").expect("valid"))
+                .is_err()
+        );
+        std::fs::write(d.join("50-e.conf"), "[[registry]\n").expect("write");
+        match w.current() {
+            Err(RegistriesError::Parse { path, .. }) => assert!(path.ends_with("50-e.conf")),
+            other => panic!("expected a parse error naming 50-e.conf: {other:?}"),
+        }
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub struct ImageStoreOptions {
     pub registries_conf: PathBuf,
     /// containers auth.json / docker config.json; missing = anonymous.
     pub auth_file: PathBuf,
+    /// containers `certs.d` directory: `<dir>/<host:port>/*.crt` are CAs
+    /// trusted for that registry.
+    pub certs_dir: PathBuf,
+    /// Bound on the uncompressed bytes one pull may unpack (all its new
+    /// layers together); a layer crossing it is refused.
+    pub max_unpacked_bytes: u64,
     /// Platform picked from indexes.
     pub platform: Platform,
     /// Store-wide bound on concurrent layer downloads.
@@ -42,19 +48,25 @@ pub struct ImageStoreOptions {
 
 impl ImageStoreOptions {
     /// Defaults for a store under `dir`: `/etc/containers/registries.conf`,
-    /// `/run/containers/0/auth.json`, this host's platform, 3 concurrent
-    /// layer downloads, 5 minutes without progress.
+    /// `/run/containers/0/auth.json`, `/etc/containers/certs.d`, 32 GiB
+    /// unpacked per pull, this host's platform, 3 concurrent layer
+    /// downloads, 5 minutes without progress.
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
             registries_conf: PathBuf::from("/etc/containers/registries.conf"),
             auth_file: PathBuf::from("/run/containers/0/auth.json"),
+            certs_dir: PathBuf::from("/etc/containers/certs.d"),
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
             platform: Platform::host(),
             max_concurrent_layer_downloads: 3,
             progress_timeout: Duration::from_secs(300),
         }
     }
 }
+
+/// Default bound on what one pull unpacks: 32 GiB.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 32 << 30;
 
 type SharedPull = Shared<BoxFuture<'static, Result<ImageRecord, Arc<ImageError>>>>;
 
@@ -218,13 +230,23 @@ impl ImageStore {
             fetches: &self.inner.blob_fetches,
             auth,
             auth_file: &self.inner.opts.auth_file,
+            certs_dir: &self.inner.opts.certs_dir,
+            max_unpacked_bytes: self.inner.opts.max_unpacked_bytes,
             pin: &pin,
             layer_locks: &self.inner.layer_locks,
         };
         let mut last = None;
         for candidate in &candidates {
             let endpoints = cfg.endpoints(candidate)?;
-            match pull::pull_from(&ctx, &endpoints, candidate.tag(), candidate.digest()).await {
+            let pulled = pull::pull_from(
+                &ctx,
+                &endpoints,
+                candidate.domain(),
+                candidate.tag(),
+                candidate.digest(),
+            )
+            .await;
+            match pulled {
                 Ok(pulled) => {
                     // As containerd does, `name:tag@digest` records only
                     // the digest: the tag is not what was pulled.

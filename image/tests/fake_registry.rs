@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fake::{Auth, Routes, serve, serve_with_auth};
+use common::fake::{Auth, Routes, serve, serve_recording, serve_with_auth};
 use common::{TestStore, entries};
 use krio_image::digest::Digest;
 use std::sync::Arc;
@@ -249,4 +249,161 @@ async fn bearer_token_flow() {
         .pull(&reference, Some(&token))
         .await
         .expect("pull with a registry token");
+}
+
+/// Routes for `test/img:v1` whose one layer is served as `blob` and
+/// unpacks to `tar` (the config's diff ID).
+fn image_with_blob(tar: &[u8], blob: Vec<u8>) -> (Routes, Digest) {
+    let diff_id = Digest::of_bytes(tar);
+    let blob_digest = Digest::of_bytes(&blob);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
+    );
+    let config_digest = Digest::of_bytes(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{blob_digest}","size":{}}}]}}"#,
+        config.len(),
+        blob.len()
+    );
+    let mut r = Routes::new();
+    r.insert(
+        "/v2/test/img/manifests/v1".into(),
+        (
+            "application/vnd.oci.image.manifest.v1+json".into(),
+            manifest.into_bytes(),
+            None,
+        ),
+    );
+    r.insert(
+        format!("/v2/test/img/blobs/{config_digest}"),
+        ("application/octet-stream".into(), config.into_bytes(), None),
+    );
+    r.insert(
+        format!("/v2/test/img/blobs/{blob_digest}"),
+        ("application/octet-stream".into(), blob, None),
+    );
+    (r, blob_digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_is_refused_by_the_unpacked_size_cap() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED gzip_bomb_is_refused_by_the_unpacked_size_cap: unpacking needs root (chown)"
+        );
+        return;
+    }
+    // 16 MiB of zeros in one file: about 16 KiB of gzip.
+    let tar = common::fake::tar_with_file("zeros", 16 << 20);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    assert!(gz.len() < 1 << 20, "the blob is small: {}", gz.len());
+    let (routes, blob) = image_with_blob(&tar, gz);
+    let addr = serve(routes).await;
+    let reference = format!("{addr}/test/img:v1");
+
+    let t = TestStore::with_options(&conf(&addr), |o| o.max_unpacked_bytes = 1 << 20);
+    let err = t
+        .store
+        .pull(&reference, None)
+        .await
+        .expect_err("a layer over the cap was accepted");
+    let msg = chain(&err);
+    assert_eq!(
+        err.kind(),
+        krio_image::ErrorKind::FailedPrecondition,
+        "{msg}"
+    );
+    assert!(
+        msg.contains(blob.as_str()) && msg.contains("max_unpacked_bytes"),
+        "the error names the layer and the setting: {msg}"
+    );
+    assert!(t.store.list().expect("list").is_empty());
+    assert!(
+        entries(&t.images_dir().join("tmp")).is_empty(),
+        "the partial unpack is removed"
+    );
+    assert!(entries(&t.images_dir().join("layers")).is_empty());
+
+    // The same image within a larger cap: the cap is what refused it.
+    let t2 = TestStore::with_options(&conf(&addr), |o| o.max_unpacked_bytes = 64 << 20);
+    t2.store
+        .pull(&reference, None)
+        .await
+        .expect("pull within the cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_credentials_stay_with_their_registry() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED request_credentials_stay_with_their_registry: unpacking needs root (chown)"
+        );
+        return;
+    }
+    let tar = small_tar();
+    let (routes, _) = image(&tar, tar.clone(), None);
+    // The origin wants user:pass; the mirror (another host:port) asks
+    // anyone for credentials on /v2/ but serves everything, and records
+    // what it is sent.
+    let origin = serve_with_auth(routes.clone(), Auth::Basic("dXNlcjpwYXNz")).await;
+    let (mirror, log) = serve_recording(routes, Auth::ChallengeOnly).await;
+    let conf = format!(
+        "[[registry]]\nlocation = \"{origin}\"\ninsecure = true\n\
+         [[registry.mirror]]\nlocation = \"{mirror}\"\ninsecure = true\n"
+    );
+    let reference = format!("{origin}/test/img:v1");
+    let auth = krio_image::RegistryAuth {
+        username: "user".into(),
+        password: "pass".into(),
+        ..Default::default()
+    };
+    let t = TestStore::new(&conf);
+    t.store
+        .pull(&reference, Some(&auth))
+        .await
+        .expect("pull through the mirror");
+    let seen = log.lock().expect("log").clone();
+    assert!(
+        seen.iter().any(|(p, _)| p.contains("/manifests/")),
+        "the mirror served the pull: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, a)| a.is_empty()),
+        "the mirror was sent the origin's credentials: {seen:?}"
+    );
+
+    // With auth-file credentials for the mirror, the mirror gets those
+    // (and still never the request's).
+    log.lock().expect("log").clear();
+    let t2 = TestStore::new(&conf);
+    // base64("mirror-user:mirror-pw")
+    let mirror_b64 = "bWlycm9yLXVzZXI6bWlycm9yLXB3";
+    std::fs::write(
+        t2.dir.path().join("auth.json"),
+        format!(r#"{{"auths":{{"{mirror}":{{"auth":"{mirror_b64}"}}}}}}"#),
+    )
+    .expect("write auth.json");
+    t2.store
+        .pull(&reference, Some(&auth))
+        .await
+        .expect("pull through the mirror with its own credentials");
+    let seen = log.lock().expect("log").clone();
+    let manifest_auth: Vec<&String> = seen
+        .iter()
+        .filter(|(p, _)| p.contains("/manifests/"))
+        .map(|(_, a)| a)
+        .collect();
+    assert!(
+        !manifest_auth.is_empty()
+            && manifest_auth
+                .iter()
+                .all(|a| *a == &format!("Basic {mirror_b64}")),
+        "the mirror got its own credentials: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, a)| !a.contains("dXNlcjpwYXNz")),
+        "the request's credentials leaked to the mirror: {seen:?}"
+    );
 }

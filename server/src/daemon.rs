@@ -62,6 +62,8 @@ pub async fn run(
                 .registries_conf
                 .clone_from(&config.image.registries_conf);
             options.auth_file.clone_from(&config.image.auth_file);
+            options.certs_dir.clone_from(&config.image.certs_dir);
+            options.max_unpacked_bytes = config.image.max_unpacked_bytes;
             let images =
                 ImageStore::open(store.database(), options).context("opening the image store")?;
             // The runtimes' log dir must exist before the first probe.

@@ -22,6 +22,9 @@ pub enum Error {
     /// A registry or another service krio depends on is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// A registry refused the credentials (or wants some).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The RPC is not implemented by this version of krio.
     #[error("{service}/{rpc} is not implemented by krio {version} yet")]
     Unimplemented {
@@ -78,6 +81,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             Error::Unimplemented { .. } | Error::Unsupported(_) => {
                 tonic::Status::unimplemented(message)
@@ -93,12 +97,14 @@ impl From<Error> for tonic::Status {
 impl From<krio_image::ImageError> for Error {
     fn from(err: krio_image::ImageError) -> Self {
         use krio_image::ErrorKind;
-        let message = err.to_string();
+        // The causes too: "pulling X" alone does not say what to fix.
+        let message = krio_image::pull::error_chain(&err);
         match err.kind() {
             ErrorKind::InvalidArgument => Error::InvalidArgument(message),
             ErrorKind::NotFound => Error::NotFound(message),
             ErrorKind::FailedPrecondition => Error::FailedPrecondition(message),
             ErrorKind::Registry => Error::Unavailable(message),
+            ErrorKind::Unauthenticated => Error::Unauthenticated(message),
             ErrorKind::Internal => Error::internal("image store", err),
         }
     }

@@ -173,3 +173,134 @@ async fn bad_references_are_invalid_argument() {
         .expect_err("no image");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// Extra registry instances (htpasswd, TLS) shared with the image crate's
+/// tests.
+#[path = "../../image/tests/common/extra.rs"]
+#[allow(dead_code)]
+mod extra;
+
+#[tokio::test]
+async fn registry_auth_and_tls_through_the_daemon() {
+    let test = "registry_auth_and_tls_through_the_daemon";
+    if skip_unless_root(test) || !registry_ready(test) {
+        return;
+    }
+    let start = |setup: &extra::Setup| match extra::ExtraRegistry::start(setup) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            if std::env::var_os("KRIO_REQUIRE_ROOT_TESTS").is_some() {
+                panic!("{test}: an extra registry is required but {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    };
+    let Some(auth_reg) = start(&extra::Setup {
+        htpasswd: Some(("krio-user".into(), "krio-pass-2".into())),
+        tls: false,
+    }) else {
+        return;
+    };
+    let Some(tls_reg) = start(&extra::Setup {
+        htpasswd: None,
+        tls: true,
+    }) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("registries.conf"),
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            auth_reg.addr
+        ),
+    )
+    .expect("write registries.conf");
+    std::fs::write(
+        sandbox.path("krio.toml"),
+        format!(
+            "[image]\nregistries_conf = \"{}\"\ncerts_dir = \"{}\"\n",
+            sandbox.path("registries.conf").display(),
+            sandbox.path("certs.d").display()
+        ),
+    )
+    .expect("write krio.toml");
+    let daemon = sandbox.start();
+    let mut images = image_client(&daemon.socket).await;
+    let pull = |image: String, auth: Option<v1::AuthConfig>| v1::PullImageRequest {
+        image: spec(&image),
+        auth,
+        ..Default::default()
+    };
+    let on_auth = format!("{}/registry.k8s.io/pause:3.9", auth_reg.addr);
+    let wrong = v1::AuthConfig {
+        username: "krio-user".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    for auth in [None, Some(wrong)] {
+        let err = images
+            .pull_image(pull(on_auth.clone(), auth))
+            .await
+            .expect_err("pull without the right credentials");
+        assert_eq!(
+            err.code(),
+            tonic::Code::Unauthenticated,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(&auth_reg.addr),
+            "the message names the registry: {}",
+            err.message()
+        );
+    }
+    let right = v1::AuthConfig {
+        username: "krio-user".into(),
+        password: "krio-pass-2".into(),
+        ..Default::default()
+    };
+    let image_ref = images
+        .pull_image(pull(on_auth.clone(), Some(right)))
+        .await
+        .expect("pull with the right credentials")
+        .into_inner()
+        .image_ref;
+
+    // TLS with an unknown CA: Unavailable, saying why; then trusted
+    // through certs.d without a restart.
+    let on_tls = format!("{}/registry.k8s.io/pause:3.9", tls_reg.addr);
+    let err = images
+        .pull_image(pull(on_tls.clone(), None))
+        .await
+        .expect_err("untrusted certificate");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().to_lowercase().contains("certificate"),
+        "the message says it is the certificate: {}",
+        err.message()
+    );
+    let host_dir = sandbox.path("certs.d").join(&tls_reg.addr);
+    std::fs::create_dir_all(&host_dir).expect("mkdir certs.d");
+    std::fs::copy(tls_reg.ca_cert(), host_dir.join("ca.crt")).expect("copy ca.crt");
+    images
+        .pull_image(pull(on_tls.clone(), None))
+        .await
+        .expect("pull with the CA in certs.d");
+
+    // Only the two successful pulls left records (one image, two names).
+    let list = images
+        .list_images(v1::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].id, image_ref);
+    let mut tags = list[0].repo_tags.clone();
+    tags.sort();
+    let mut want = vec![on_auth, on_tls];
+    want.sort();
+    assert_eq!(tags, want);
+}

@@ -206,18 +206,24 @@ impl Tree {
 
     /// Builds the layer: tar, digest, gzip.
     pub fn build(&self) -> Result<Layer> {
+        self.build_with_level(DEFLATE_LEVEL)
+    }
+
+    /// Builds the layer with deflate `level` (0–10; the benchmark's large
+    /// random layers use a fast one).
+    pub fn build_with_level(&self, level: u8) -> Result<Layer> {
         let tar = self.to_tar()?;
         Ok(Layer {
             diff_id: crate::oci::sha256_digest(&tar),
-            blob: Blob::new(crate::oci::MEDIA_OCI_LAYER_GZIP, gzip(&tar)),
+            blob: Blob::new(crate::oci::MEDIA_OCI_LAYER_GZIP, gzip(&tar, level)),
         })
     }
 }
 
 /// Wraps a raw deflate stream of `data` in a gzip member (RFC 1952): no
 /// name, mtime 0, XFL 2 (slowest compression), OS 255 (unknown).
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let deflated = miniz_oxide::deflate::compress_to_vec(data, DEFLATE_LEVEL);
+fn gzip(data: &[u8], level: u8) -> Vec<u8> {
+    let deflated = miniz_oxide::deflate::compress_to_vec(data, level);
     let mut crc = flate2::Crc::new();
     crc.update(data);
     let mut out = Vec::with_capacity(deflated.len() + 18);
@@ -289,7 +295,7 @@ mod tests {
     fn gzip_round_trip() {
         use std::io::Read;
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let gz = gzip(&data);
+        let gz = gzip(&data, DEFLATE_LEVEL);
         assert_eq!(&gz[..4], &[0x1f, 0x8b, 8, 0]);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])

@@ -6,8 +6,10 @@
 //! ```text
 //! krio-testimages build --registry 127.0.0.1:5000 [--work DIR]
 //! krio-testimages list
+//! krio-testimages bench --registry 127.0.0.1:5000 [--size-mib 160] [--layers 8]
 //! ```
 
+mod bench;
 mod catalog;
 mod host;
 mod layer;
@@ -48,6 +50,30 @@ enum Cmd {
     },
     /// Print the upstream name (`HOST/PATH:TAG`) of every image.
     List,
+    /// Build and push the pull benchmark's two large images,
+    /// `PREFIX/pull-a:v1` and `PREFIX/pull-b:v1` (all layers shared but the
+    /// last); prints `NAME:TAG@DIGEST COMPRESSED_BYTES LAST_LAYER_BYTES` per
+    /// image.
+    Bench {
+        /// Registry address (`host:port`), reached over plain HTTP.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry: String,
+        /// Repository prefix (an upstream-style name a mirror can serve).
+        #[arg(long, default_value = "bench.krio.test")]
+        prefix: String,
+        /// Uncompressed size of each image, MiB.
+        #[arg(long, default_value_t = 160)]
+        size_mib: u64,
+        /// Layers per image.
+        #[arg(long, default_value_t = 8)]
+        layers: usize,
+        /// Files per layer.
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -60,6 +86,22 @@ fn main() -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Cmd::Bench {
+            registry,
+            prefix,
+            size_mib,
+            layers,
+            files,
+            seed,
+        } => {
+            let spec = bench::Spec {
+                size_mib,
+                layers,
+                files,
+                seed,
+            };
+            push_bench(&registry, &prefix, &spec)
         }
         Cmd::Build { registry, work } => match work {
             Some(dir) => {
@@ -84,6 +126,31 @@ fn store(work: &Path, blob: &Blob) -> Result<()> {
     let path = work.join("blobs/sha256").join(hex);
     if !path.exists() {
         fs::write(&path, &blob.data[..]).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn push_bench(registry_addr: &str, prefix: &str, spec: &bench::Spec) -> Result<()> {
+    let registry = Registry::new(registry_addr);
+    registry.ping().with_context(|| {
+        format!("registry {registry_addr} is not answering (conformance/registry.sh start)")
+    })?;
+    let (a, b) = bench::contents(spec)?;
+    let mut out = std::io::stdout().lock();
+    for (name, content) in [("pull-a", a), ("pull-b", b)] {
+        let repo = format!("{prefix}/{name}");
+        let Assembled { blobs, top, .. } = oci::assemble(&content, bench::FORMAT)?;
+        for blob in &blobs {
+            registry
+                .push_blob(&repo, blob)
+                .with_context(|| format!("pushing {} to {repo}", blob.digest))?;
+        }
+        registry
+            .push_manifest(&repo, "v1", &top)
+            .with_context(|| format!("pushing {repo}:v1"))?;
+        let bytes: usize = blobs.iter().map(|b| b.data.len()).sum();
+        let last = content.layers.last().map_or(0, |l| l.blob.data.len());
+        writeln!(out, "{repo}:v1@{} {bytes} {last}", top.digest)?;
     }
     Ok(())
 }

@@ -11,18 +11,24 @@
 //! (except `trusted.overlay.*`, which would steer overlayfs), hard links,
 //! symlinks, device nodes and fifos are kept. GNU sparse entries are
 //! refused (no sparse-map or hole expansion). The uncompressed stream is
-//! hashed and must equal the config's diff ID.
+//! hashed and must equal the config's diff ID, and counted against a
+//! [`SizeBudget`] (a gzip bomb is refused).
 //!
 //! The caller unpacks into a fresh private temp directory and renames it
 //! into place only when this returns `Ok`.
 
 pub mod inroot;
+mod limit;
 pub mod path;
+
+pub use limit::SizeBudget;
 
 use crate::digest::{Digest, HashingReader};
 use inroot::{InRootError, LayerRoot};
+use limit::LimitReader;
 use path::Name;
 use rustix::fs::{FileType, Mode, OFlags};
+use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
@@ -63,6 +69,16 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// The uncompressed content is larger than the pull's budget allows.
+    #[error(
+        "layer {layer}: unpacked content exceeds the limit of {max} bytes per image (max_unpacked_bytes); refused"
+    )]
+    TooLarge {
+        /// The layer's digest.
+        layer: String,
+        /// The bound in bytes.
+        max: u64,
+    },
     /// The uncompressed content does not match the config's diff ID.
     #[error(
         "layer {layer}: uncompressed digest {actual} does not match the config's diff ID {expected}"
@@ -85,13 +101,49 @@ pub fn unpack_layer(
     layer: &Digest,
     diff_id: &Digest,
 ) -> Result<u64, UnpackError> {
+    unpack_layer_within(blob, dest, layer, diff_id, &SizeBudget::unlimited())
+}
+
+/// [`unpack_layer`], refusing the layer with [`UnpackError::TooLarge`] once
+/// the uncompressed stream takes more than what is left of `budget`. What
+/// was written to `dest` stays: the caller removes it.
+pub fn unpack_layer_within(
+    blob: &Path,
+    dest: &Path,
+    layer: &Digest,
+    diff_id: &Digest,
+    budget: &SizeBudget,
+) -> Result<u64, UnpackError> {
+    let tripped = Cell::new(false);
+    let result = unpack_counted(blob, dest, layer, diff_id, budget, &tripped);
+    if tripped.get() {
+        return Err(UnpackError::TooLarge {
+            layer: layer.to_string(),
+            max: budget.max(),
+        });
+    }
+    result
+}
+
+fn unpack_counted(
+    blob: &Path,
+    dest: &Path,
+    layer: &Digest,
+    diff_id: &Digest,
+    budget: &SizeBudget,
+    tripped: &Cell<bool>,
+) -> Result<u64, UnpackError> {
     let archive_err = |source| UnpackError::Archive {
         layer: layer.to_string(),
         source,
     };
     let file = std::fs::File::open(blob).map_err(archive_err)?;
     let reader = decompress(BufReader::with_capacity(256 * 1024, file)).map_err(archive_err)?;
-    let mut hashing = HashingReader::new(reader);
+    let mut hashing = HashingReader::new(LimitReader {
+        inner: reader,
+        budget,
+        tripped,
+    });
     let root = LayerRoot::open(dest).map_err(|source| UnpackError::Entry {
         layer: layer.to_string(),
         entry: String::new(),

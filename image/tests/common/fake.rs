@@ -2,7 +2,7 @@
 
 use krio_image::digest::Digest;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,7 +25,13 @@ pub enum Auth {
         /// The token.
         token: &'static str,
     },
+    /// `/v2/` asks for basic auth (so a client holding credentials offers
+    /// them), but everything is served to anyone.
+    ChallengeOnly,
 }
+
+/// Every request a fake registry saw: `(path, Authorization header or "")`.
+pub type RequestLog = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Serves `routes` anonymously; returns `host:port`.
 pub async fn serve(routes: Routes) -> String {
@@ -36,6 +42,14 @@ const UNAUTHORIZED_BASIC: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticat
 
 /// Serves `routes` with `auth`; returns `host:port`.
 pub async fn serve_with_auth(routes: Routes, auth: Auth) -> String {
+    serve_recording(routes, auth).await.0
+}
+
+/// Serves `routes` with `auth`; returns `host:port` and the log of the
+/// requests it sees.
+pub async fn serve_recording(routes: Routes, auth: Auth) -> (String, RequestLog) {
+    let log = RequestLog::default();
+    let log2 = Arc::clone(&log);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -49,6 +63,7 @@ pub async fn serve_with_auth(routes: Routes, auth: Auth) -> String {
             };
             let routes = Arc::clone(&routes);
             let me = me.clone();
+            let log = Arc::clone(&log2);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut n = 0;
@@ -57,15 +72,34 @@ pub async fn serve_with_auth(routes: Routes, auth: Auth) -> String {
                         Ok(0) | Err(_) => return,
                         Ok(k) => n += k,
                     }
+                    // A TLS ClientHello: a plain-HTTP server hangs up.
+                    if buf[0] == 0x16 {
+                        return;
+                    }
                 }
                 let req = String::from_utf8_lossy(&buf[..n]).into_owned();
                 let path = req.split(' ').nth(1).unwrap_or("/").to_owned();
+                let authorization = req
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                            .map(|(_, v)| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                log.lock().expect("log").push((path.clone(), authorization));
                 let has = |v: &str| {
                     req.lines()
                         .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {v}")))
                 };
                 match auth {
                     Auth::None => {}
+                    Auth::ChallengeOnly => {
+                        if path == "/v2/" {
+                            let _ = sock.write_all(UNAUTHORIZED_BASIC).await;
+                            return;
+                        }
+                    }
                     Auth::Basic(b) => {
                         if !has(&format!("Basic {b}")) {
                             let _ = sock.write_all(UNAUTHORIZED_BASIC).await;
@@ -124,7 +158,7 @@ pub async fn serve_with_auth(routes: Routes, auth: Auth) -> String {
             });
         }
     });
-    addr
+    (addr, log)
 }
 
 /// Routes for `repo:v1`, an OCI image with one layer per `(tar, stall)`;

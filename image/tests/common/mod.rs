@@ -3,6 +3,7 @@
 //! registry.
 #![allow(dead_code)]
 
+pub mod extra;
 pub mod fake;
 
 use krio_image::{ImageStore, ImageStoreOptions};
@@ -127,10 +128,15 @@ pub struct TestStore {
 impl TestStore {
     /// A new store using `registries_conf`.
     pub fn new(registries_conf: &str) -> Self {
+        Self::with_options(registries_conf, |_| {})
+    }
+
+    /// A new store using `registries_conf`, its options changed by `f`.
+    pub fn with_options(registries_conf: &str, f: impl FnOnce(&mut ImageStoreOptions)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("registries.conf"), registries_conf)
             .expect("write registries.conf");
-        let store = open_store(dir.path());
+        let store = open_store_with(dir.path(), f);
         Self { dir, store }
     }
 
@@ -151,16 +157,24 @@ impl TestStore {
 
 /// Opens the store under `root` (`root/krio.redb`, `root/images`).
 pub fn open_store(root: &Path) -> ImageStore {
+    open_store_with(root, |_| {})
+}
+
+/// Opens the store under `root` (`root/krio.redb`, `root/images`,
+/// `root/certs.d`), its options changed by `f`.
+pub fn open_store_with(root: &Path, f: impl FnOnce(&mut ImageStoreOptions)) -> ImageStore {
     let db = Arc::new(redb::Database::create(root.join("krio.redb")).expect("open redb"));
     let mut opts = ImageStoreOptions::new(root.join("images"));
     opts.registries_conf = root.join("registries.conf");
     opts.auth_file = root.join("auth.json");
+    opts.certs_dir = root.join("certs.d");
     opts.platform = krio_image::Platform {
         os: "linux".into(),
         architecture: "amd64".into(),
         variant: None,
     };
     opts.progress_timeout = std::time::Duration::from_secs(30);
+    f(&mut opts);
     ImageStore::open(db, opts).expect("open store")
 }
 

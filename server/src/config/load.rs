@@ -273,6 +273,13 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     absolute("image.registries_conf", &config.image.registries_conf)?;
     absolute("image.auth_file", &config.image.auth_file)?;
+    absolute("image.certs_dir", &config.image.certs_dir)?;
+    if config.image.max_unpacked_bytes == 0 {
+        return Err(ConfigError::Invalid {
+            key: "image.max_unpacked_bytes".into(),
+            message: "must be more than 0".into(),
+        });
+    }
     if config.image.pause_image.trim().is_empty() {
         return Err(ConfigError::Invalid {
             key: "image.pause_image".into(),

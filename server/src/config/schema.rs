@@ -117,6 +117,11 @@ pub struct ImageConfig {
     pub registries_conf: PathBuf,
     /// Credentials in the containers `auth.json` / docker `config.json` format.
     pub auth_file: PathBuf,
+    /// Per-registry CAs, containers-certs.d style: `DIR/HOST:PORT/*.crt`.
+    pub certs_dir: PathBuf,
+    /// Bound on the uncompressed bytes one pull may unpack; a layer that
+    /// crosses it (a gzip bomb) is refused.
+    pub max_unpacked_bytes: u64,
     /// The pause image, reported as pinned and never garbage-collected.
     pub pause_image: String,
 }
@@ -126,6 +131,8 @@ impl Default for ImageConfig {
         Self {
             registries_conf: "/etc/containers/registries.conf".into(),
             auth_file: "/etc/krio/auth.json".into(),
+            certs_dir: "/etc/containers/certs.d".into(),
+            max_unpacked_bytes: krio_image::DEFAULT_MAX_UNPACKED_BYTES,
             pause_image: "registry.k8s.io/pause:3.9".into(),
         }
     }
