@@ -67,18 +67,9 @@ pub async fn run(config: Config, config_files: Vec<PathBuf>) -> anyhow::Result<(
         .context("recovering state")??
     };
     let containers = Arc::new(containers);
-    let streaming = Streaming::start(
-        config.streaming.address,
-        config.streaming.port,
-        containers.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "starting the streaming server on {}:{}",
-            config.streaming.address, config.streaming.port
-        )
-    })?;
+    let streaming = Streaming::start(&config.streaming, containers.clone())
+        .await
+        .context("starting the streaming server")?;
     let daemon = Arc::new(Daemon {
         config,
         config_files,

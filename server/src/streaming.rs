@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use krio_proto::v1;
 use krio_runtime::monitor::{AttachClient, AttachEvent};
+use krio_streaming::portforward::PortForwardPair;
 use krio_streaming::protocol::{Operation, Status, TerminalSize};
 use krio_streaming::server::{Handler, ServerConfig, Session, StreamServer};
-use krio_streaming::session::{ExecChannels, ExecShape, PortForwardPair};
+use krio_streaming::session::{ExecChannels, ExecShape};
+use krio_streaming::tls::TlsError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::config::StreamingConfig;
 use crate::container::Containers;
 use crate::error::Error;
 
@@ -59,26 +62,86 @@ impl std::fmt::Debug for Streaming {
     }
 }
 
+/// Why the streaming server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address cannot be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The configured address and port.
+        address: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A setting that cannot work.
+    #[error("streaming.{key}: {message}")]
+    Invalid {
+        /// The key under `[streaming]`.
+        key: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+}
+
 impl Streaming {
-    /// Binds the configured address and serves in the background.
+    /// Loads the TLS certificate and key (when configured), binds the
+    /// configured address and serves in the background.
     pub async fn start(
-        address: std::net::IpAddr,
-        port: u16,
+        config: &StreamingConfig,
         containers: Arc<Containers>,
-    ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((address, port)).await?;
-        let local = listener.local_addr()?;
-        let server = StreamServer::new(Sessions { containers }, ServerConfig::default());
+    ) -> Result<Self, StartError> {
+        if config.stream_creation_timeout.is_zero() {
+            return Err(StartError::Invalid {
+                key: "stream_creation_timeout",
+                message: "must be longer than 0s",
+            });
+        }
+        let acceptor = match (config.tls_cert.clone(), config.tls_key.clone()) {
+            (Some(cert), Some(key)) => Some(
+                tokio::task::spawn_blocking(move || {
+                    krio_streaming::tls::load_acceptor(&cert, &key)
+                })
+                .await
+                .map_err(|_| StartError::Invalid {
+                    key: "tls_cert",
+                    message: "loading the certificate panicked",
+                })??,
+            ),
+            _ => None,
+        };
+        let address = std::net::SocketAddr::new(config.address, config.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { address, source })?;
+        let settings = ServerConfig {
+            stream_creation_timeout: config.stream_creation_timeout,
+            idle_timeout: (!config.stream_idle_timeout.is_zero())
+                .then_some(config.stream_idle_timeout),
+            ..ServerConfig::default()
+        };
+        let server = StreamServer::new(Sessions { containers }, settings);
         let serving = server.clone();
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
-            if let Err(e) = serving.serve(listener).await {
+            let served = match acceptor {
+                Some(acceptor) => serving.serve_tls(listener, acceptor).await,
+                None => serving.serve(listener).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "streaming server stopped");
             }
         });
-        tracing::info!(address = %local, "streaming server listening");
+        tracing::info!(address = %local, scheme, "streaming server listening");
         Ok(Self {
             server,
-            base_url: format!("http://{local}"),
+            base_url: format!("{scheme}://{local}"),
         })
     }
 

@@ -5,4 +5,4 @@ mod load;
 mod schema;
 
 pub use load::{Overrides, Sources, load};
-pub use schema::{CgroupManager, Config, LogLevel};
+pub use schema::{CgroupManager, Config, LogLevel, StreamingConfig};
