@@ -226,14 +226,14 @@ where
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let self_timeout = self.config.stream_creation_timeout;
+        let header_timeout = self.config.stream_creation_timeout;
         let service = hyper::service::service_fn(move |req| {
             let server = self.clone();
             async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(self_timeout)
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await
