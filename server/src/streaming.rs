@@ -155,9 +155,27 @@ impl Streaming {
         let path = self
             .server
             .register(operation, shape, request)
-            .map_err(|e| Error::Unavailable(format!("cannot hand out a streaming URL: {e}")))?;
+            .map_err(url_error)?;
         Ok(format!("{}{path}", self.base_url))
     }
+
+    /// Registers a port-forward for `ports` (what a WebSocket-channel
+    /// client forwards when its URL names none); returns its URL.
+    pub fn port_forward_url(
+        &self,
+        ports: Vec<u16>,
+        request: StreamRequest,
+    ) -> Result<String, Error> {
+        let path = self
+            .server
+            .register_port_forward(ports, request)
+            .map_err(url_error)?;
+        Ok(format!("{}{path}", self.base_url))
+    }
+}
+
+fn url_error(e: krio_streaming::tokens::TokenError) -> Error {
+    Error::Unavailable(format!("cannot hand out a streaming URL: {e}"))
 }
 
 /// Checks the stdio shape of an `Exec` or `Attach` request.
@@ -609,16 +627,17 @@ pub mod rpc {
         let pod = daemon.sandboxes.get(&req.pod_sandbox_id)?.ok_or_else(|| {
             Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
         })?;
-        for port in &req.port {
-            if !(1..=65535).contains(port) {
-                return Err(Error::InvalidArgument(format!(
-                    "port {port} is out of range 1-65535"
-                )));
-            }
-        }
-        let url = daemon.streaming.url(
-            Operation::PortForward,
-            ExecShape::default(),
+        let ports = req
+            .port
+            .iter()
+            .map(|&port| {
+                u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Error::InvalidArgument(format!("port {port} is out of range 1-65535"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let url = daemon.streaming.port_forward_url(
+            ports,
             StreamRequest::PortForward {
                 netns: pod.namespaces.net,
             },

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::idle::IdleTimeout;
-use crate::portforward::{PortForwardStreams, ports_from_query};
+use crate::portforward::{MAX_WEBSOCKET_PORTS, PortForwardStreams, PortsError, ports_from_query};
 use crate::protocol::{
     HEADER_ACCEPTED_STREAM_PROTOCOL_VERSIONS, HEADER_STREAM_PROTOCOL_VERSION,
     HEADER_WEBSOCKET_PROTOCOL, Operation, StreamProtocol, Transport, negotiate,
@@ -114,6 +114,8 @@ struct Pending<T> {
     operation: Operation,
     shape: ExecShape,
     request: T,
+    /// Port-forward: the ports the RPC named (may be empty).
+    ports: Vec<u16>,
 }
 
 /// The streaming server.
@@ -179,8 +181,22 @@ where
             operation,
             shape,
             request,
+            ports: Vec::new(),
         })?;
         Ok(format!("/{}/{token}", path_segment(operation)))
+    }
+
+    /// Registers a port-forward whose request named `ports` (the CRI
+    /// `PortForward` RPC's); returns its URL path. A WebSocket-channel
+    /// client forwards these unless its URL names ports itself.
+    pub fn register_port_forward(&self, ports: Vec<u16>, request: T) -> Result<String, TokenError> {
+        let token = self.tokens.insert(Pending {
+            operation: Operation::PortForward,
+            shape: ExecShape::default(),
+            request,
+            ports,
+        })?;
+        Ok(format!("/{}/{token}", path_segment(Operation::PortForward)))
     }
 
     /// Accepts connections on `listener` until it fails.
@@ -285,8 +301,16 @@ where
             }
         };
         let ports = if protocol == StreamProtocol::PortForwardChannels {
+            // The URL's ports win; else those of the RPC.
             match ports_from_query(req.uri().query()) {
                 Ok(p) => p,
+                Err(PortsError::Missing) if !pending.ports.is_empty() => {
+                    if pending.ports.len() > MAX_WEBSOCKET_PORTS {
+                        let e = PortsError::TooMany;
+                        return response(StatusCode::BAD_REQUEST, format!("{e}\n"));
+                    }
+                    pending.ports.clone()
+                }
                 Err(e) => return response(StatusCode::BAD_REQUEST, format!("{e}\n")),
             }
         } else {
@@ -357,6 +381,7 @@ where
                     operation,
                     shape,
                     request,
+                    ..
                 },
             ports,
         } = session;

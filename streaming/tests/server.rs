@@ -485,9 +485,8 @@ async fn websocket_channel_port_forward_end_to_end() {
         "{refused:?}"
     );
 
-    let path = server
-        .register(Operation::PortForward, ExecShape::default(), 0)
-        .expect("register");
+    // The URL's ports win over the RPC's.
+    let path = server.register_port_forward(vec![22], 0).expect("register");
     let (mut ws, resp) = connect(format!("{path}?port=80&port=8080"), "v4.channel.k8s.io")
         .await
         .expect("handshake");
@@ -537,4 +536,43 @@ async fn websocket_channel_port_forward_end_to_end() {
         answers.get(&2).map(Vec::as_slice),
         Some(&b"port 8080: second"[..])
     );
+}
+
+#[tokio::test]
+async fn websocket_channel_port_forward_takes_the_rpc_ports() {
+    let (server, addr) = start(ServerConfig::default()).await;
+    let path = server
+        .register_port_forward(vec![8443], 0)
+        .expect("register");
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().expect("header"),
+    );
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("handshake");
+    let mut announced = Vec::new();
+    while announced.len() < 2 {
+        if let Message::Binary(b) = ws.next().await.expect("message").expect("ok") {
+            announced.push(b.to_vec());
+        }
+    }
+    announced.sort();
+    assert_eq!(announced, vec![vec![0, 0xfb, 0x20], vec![1, 0xfb, 0x20]]);
+    ws.send(Message::binary(websocket::encode_channel(0, b"x")))
+        .await
+        .expect("send");
+    let mut data = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) if b[0] == 0 => data.extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(data, b"port 8443: x");
 }
