@@ -281,17 +281,22 @@ async fn crictl_exec_attach_and_port_forward_over_spdy_and_websocket() {
 
         // A TTY exec under a pseudo-terminal (script gives crictl one).
         let endpoint = format!("unix://{}", env.daemon.socket.display());
-        // The terminal is sized first: crictl sends the size, the
-        // container's terminal must report it.
+        // The terminal is sized first: crictl sends the size, and the
+        // container's terminal must come to report it (the resize may land
+        // just after the command starts, so the command polls for it).
         let inner = format!(
-            "stty rows 33 cols 111; crictl --runtime-endpoint {endpoint} --image-endpoint {endpoint} --timeout 60s exec -it --transport {transport} {web} sh -c 'tty; stty size; exit 4'"
+            "stty rows 33 cols 111; crictl --runtime-endpoint {endpoint} --image-endpoint {endpoint} --timeout 60s exec -it --transport {transport} {web} sh -c 'for i in $(seq 200); do s=$(stty size 2>/dev/null); [ \"$s\" = \"33 111\" ] && break; sleep 0.05; done; tty; echo size=$s; exit 4'"
         );
         let mut cmd = Command::new("script");
         cmd.args(["-qec", &inner, "/dev/null"]);
         let out = output(cmd, b"").await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("/dev/pts/"), "{transport}: {}", text(&out));
-        assert!(stdout.contains("33 111"), "{transport}: {}", text(&out));
+        assert!(
+            stdout.contains("size=33 111"),
+            "{transport}: {}",
+            text(&out)
+        );
         assert!(
             !out.status.success() && stdout.contains("exit code 4"),
             "{transport}: {}",
