@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::session::{Disconnect, WsOut};
@@ -28,9 +28,13 @@ use crate::websocket::{ChannelEvent, ChannelProtocol, ChannelSession};
 /// a channel number is one byte.
 pub const MAX_WEBSOCKET_PORTS: usize = 128;
 
-/// Messages buffered per port from the client before the socket is no
-/// longer read (backpressure).
+/// Messages queued per port from the client.
 const WS_INPUT_QUEUE: usize = 16;
+
+/// Bytes from the client buffered for all ports of a WebSocket session
+/// together (at least one whole message); past it the socket is no longer
+/// read until a port's connection takes some (backpressure).
+const WS_INPUT_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Errors in a port-forward request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,14 +74,23 @@ pub fn ports_from_query(query: Option<&str>) -> Result<Vec<u16>, PortsError> {
     Ok(ports)
 }
 
-/// Data from the client for one port, and what is left of the last message.
-type Input = Mutex<(mpsc::Receiver<Vec<u8>>, VecDeque<u8>)>;
+/// A client message and its share of the session's input budget.
+type Chunk = (Vec<u8>, OwnedSemaphorePermit);
+
+/// Data from the client for one port.
+struct Input {
+    rx: mpsc::Receiver<Chunk>,
+    /// What is left of the last message...
+    pending: VecDeque<u8>,
+    /// ...and its budget, given back once it is read.
+    held: Option<OwnedSemaphorePermit>,
+}
 
 /// One port's channel pair over WebSocket.
 struct WsPort {
     out: Arc<dyn WsOut>,
     channel: u8,
-    input: Option<Input>,
+    input: Option<Mutex<Input>>,
     /// Held while the pair is in use; the session ends once every pair
     /// has been dropped.
     _alive: mpsc::Sender<()>,
@@ -112,16 +125,19 @@ impl PortStream {
                 let Some(input) = &p.input else {
                     return Ok(0);
                 };
-                let mut guard = input.lock().await;
-                let (rx, pending) = &mut *guard;
-                while pending.is_empty() {
-                    match rx.recv().await {
-                        Some(d) => pending.extend(d),
+                let mut input = input.lock().await;
+                while input.pending.is_empty() {
+                    input.held = None;
+                    match input.rx.recv().await {
+                        Some((data, permit)) => {
+                            input.pending.extend(data);
+                            input.held = Some(permit);
+                        }
                         None => return Ok(0),
                     }
                 }
-                let n = pending.len().min(buf.len());
-                for (dst, src) in buf.iter_mut().zip(pending.drain(..n)) {
+                let n = input.pending.len().min(buf.len());
+                for (dst, src) in buf.iter_mut().zip(input.pending.drain(..n)) {
                     *dst = src;
                 }
                 Ok(n)
@@ -277,20 +293,33 @@ impl PortForwardStreams {
             ready.push_back(PortForwardPair {
                 port,
                 request_id: i.to_string(),
-                data: stream(data_channel, Some(Mutex::new((rx, VecDeque::new())))),
+                data: stream(
+                    data_channel,
+                    Some(Mutex::new(Input {
+                        rx,
+                        pending: VecDeque::new(),
+                        held: None,
+                    })),
+                ),
                 error: stream(data_channel + 1, None),
             });
         }
         drop(alive);
+        let budget = Arc::new(Semaphore::new(WS_INPUT_BUDGET.max(max_message)));
         let (gone_tx, disconnect) = Disconnect::new();
         tokio::spawn(async move {
             while let Some(ev) = reader.next().await {
                 match ev {
                     Ok(ChannelEvent::Data { channel, data }) if channel % 2 == 0 => {
                         let slot = inputs.get_mut(usize::from(channel / 2));
-                        if let Some(Some(tx)) = slot.as_deref()
-                            && tx.send(data).await.is_err()
-                        {
+                        let Some(Some(tx)) = slot.as_deref() else {
+                            continue;
+                        };
+                        let want = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                        let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
+                            break;
+                        };
+                        if tx.send((data, permit)).await.is_err() {
                             // That port's connection is done.
                             if let Some(s) = inputs.get_mut(usize::from(channel / 2)) {
                                 *s = None;
