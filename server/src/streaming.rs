@@ -291,6 +291,7 @@ impl Sessions {
         };
         let Some(status) = waited else {
             // The client went away: nothing may be left running.
+            tracing::debug!(container_id, "streaming client gone, killing the exec");
             prepared.kill();
             let _ = child.kill().await;
             if let Some(t) = stdin_task {
@@ -392,6 +393,7 @@ async fn exec_tty(
     let status = tokio::select! {
         status = child.wait() => status,
         () = disconnect.wait() => {
+            tracing::debug!("streaming client gone, killing the TTY exec");
             prepared.kill();
             let _ = child.kill().await;
             if let Some(t) = stdin_task { t.abort(); }

@@ -61,7 +61,7 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
         toml.push_str(streaming_toml);
         std::fs::write(sandbox.path("krio.toml"), toml).expect("write config");
     }
-    let daemon = sandbox.start();
+    let daemon = start_logging(&sandbox);
     image_client(&daemon.socket)
         .await
         .pull_image(v1::PullImageRequest {
@@ -104,7 +104,43 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
     }
 }
 
+/// Starts the daemon with its log in `krio.log` in the sandbox (a pipe
+/// nobody reads would stall a chatty daemon).
+fn start_logging(sandbox: &Sandbox) -> common::Daemon {
+    let log = std::fs::File::create(sandbox.path("krio.log")).expect("create log");
+    let child = sandbox
+        .serve_command()
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn krio");
+    let daemon = common::Daemon {
+        child: Some(child),
+        socket: sandbox.socket(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "krio did not start: {}",
+            std::fs::read_to_string(sandbox.path("krio.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
 impl Env {
+    /// The daemon's log lines that mention `needle`.
+    fn log_lines(&self, needle: &str) -> String {
+        std::fs::read_to_string(self._sandbox.path("krio.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Starts a busybox container; `stdin` keeps its stdin open for attach
     /// (closed when the first attached client closes it).
     async fn run(&mut self, name: &str, command: &[&str], stdin: bool) -> String {
@@ -430,7 +466,12 @@ async fn urls_are_single_use_and_a_vanished_client_leaves_nothing() {
             async move { !ps.await.contains("sleep 1000") }
         })
         .await;
-        assert!(gone, "{transport}: the exec outlived its client");
+        assert!(
+            gone,
+            "{transport}: the exec outlived its client:\n{}\n{}",
+            container_ps(env.client.clone(), id.clone()).await,
+            env.log_lines("stream")
+        );
         let fds_released = eventually(|| {
             let n = fd_count(daemon_pid);
             async move { n <= fds_before }
