@@ -48,7 +48,7 @@ struct Env {
     pod_config: v1::PodSandboxConfig,
     _mounts: MountGuard,
     _bridge: BridgeGuard,
-    _sandbox: Sandbox,
+    sandbox: Sandbox,
 }
 
 async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
@@ -85,14 +85,14 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
         ..Default::default()
     };
     let pod_id = client
-        .run_pod_sandbox(v1::RunPodSandboxRequest {
+        .run_podsandbox(v1::RunPodSandboxRequest {
             config: Some(pod_config.clone()),
             runtime_handler: String::new(),
         })
         .await
         .expect("run pod")
         .into_inner()
-        .pod_sandbox_id;
+        .podsandbox_id;
     Env {
         daemon,
         client,
@@ -100,7 +100,7 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
         pod_config,
         _mounts: mounts,
         _bridge: bridge,
-        _sandbox: sandbox,
+        sandbox: sandbox,
     }
 }
 
@@ -133,7 +133,7 @@ fn start_logging(sandbox: &Sandbox) -> common::Daemon {
 impl Env {
     /// The daemon's log lines that mention `needle`.
     fn log_lines(&self, needle: &str) -> String {
-        std::fs::read_to_string(self._sandbox.path("krio.log"))
+        std::fs::read_to_string(self.sandbox.path("krio.log"))
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(needle))
@@ -162,7 +162,7 @@ impl Env {
         let id = self
             .client
             .create_container(v1::CreateContainerRequest {
-                pod_sandbox_id: self.pod_id.clone(),
+                podsandbox_id: self.pod_id.clone(),
                 config: Some(config),
                 sandbox_config: Some(self.pod_config.clone()),
             })
@@ -194,14 +194,14 @@ impl Env {
 
     async fn remove_pod(&mut self) {
         self.client
-            .stop_pod_sandbox(v1::StopPodSandboxRequest {
-                pod_sandbox_id: self.pod_id.clone(),
+            .stop_podsandbox(v1::StopPodSandboxRequest {
+                podsandbox_id: self.pod_id.clone(),
             })
             .await
             .expect("stop pod");
         self.client
-            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
-                pod_sandbox_id: self.pod_id.clone(),
+            .remove_podsandbox(v1::RemovePodSandboxRequest {
+                podsandbox_id: self.pod_id.clone(),
             })
             .await
             .expect("remove pod");
