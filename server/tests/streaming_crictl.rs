@@ -100,7 +100,7 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
         pod_config,
         _mounts: mounts,
         _bridge: bridge,
-        sandbox: sandbox,
+        sandbox,
     }
 }
 
