@@ -85,14 +85,14 @@ async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
         ..Default::default()
     };
     let pod_id = client
-        .run_podsandbox(v1::RunPodSandboxRequest {
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
             config: Some(pod_config.clone()),
             runtime_handler: String::new(),
         })
         .await
         .expect("run pod")
         .into_inner()
-        .podsandbox_id;
+        .pod_sandbox_id;
     Env {
         daemon,
         client,
@@ -162,7 +162,7 @@ impl Env {
         let id = self
             .client
             .create_container(v1::CreateContainerRequest {
-                podsandbox_id: self.pod_id.clone(),
+                pod_sandbox_id: self.pod_id.clone(),
                 config: Some(config),
                 sandbox_config: Some(self.pod_config.clone()),
             })
@@ -194,14 +194,14 @@ impl Env {
 
     async fn remove_pod(&mut self) {
         self.client
-            .stop_podsandbox(v1::StopPodSandboxRequest {
-                podsandbox_id: self.pod_id.clone(),
+            .stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
             })
             .await
             .expect("stop pod");
         self.client
-            .remove_podsandbox(v1::RemovePodSandboxRequest {
-                podsandbox_id: self.pod_id.clone(),
+            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod_id.clone(),
             })
             .await
             .expect("remove pod");
