@@ -89,18 +89,9 @@ pub async fn run(
     };
     let containers = Arc::new(containers);
     containers.start_exit_watcher();
-    let streaming = Streaming::start(
-        config.streaming.address,
-        config.streaming.port,
-        containers.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "starting the streaming server on {}:{}",
-            config.streaming.address, config.streaming.port
-        )
-    })?;
+    let streaming = Streaming::start(&config.streaming, containers.clone())
+        .await
+        .context("starting the streaming server")?;
     let metrics = config.metrics.enable.then(|| Arc::new(Metrics::new()));
     let _metrics_server = match &metrics {
         Some(metrics) => Some(start_metrics(&config, metrics.clone(), containers.clone()).await?),

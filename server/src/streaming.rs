@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use krio_proto::v1;
 use krio_runtime::monitor::{AttachClient, AttachEvent};
+use krio_streaming::portforward::PortForwardPair;
 use krio_streaming::protocol::{Operation, Status, TerminalSize};
 use krio_streaming::server::{Handler, ServerConfig, Session, StreamServer};
-use krio_streaming::session::{ExecChannels, ExecShape, PortForwardPair};
+use krio_streaming::session::{ExecChannels, ExecShape};
+use krio_streaming::tls::TlsError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::config::StreamingConfig;
 use crate::container::Containers;
 use crate::error::Error;
 
@@ -59,26 +62,86 @@ impl std::fmt::Debug for Streaming {
     }
 }
 
+/// Why the streaming server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address cannot be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The configured address and port.
+        address: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A setting that cannot work.
+    #[error("streaming.{key}: {message}")]
+    Invalid {
+        /// The key under `[streaming]`.
+        key: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+}
+
 impl Streaming {
-    /// Binds the configured address and serves in the background.
+    /// Loads the TLS certificate and key (when configured), binds the
+    /// configured address and serves in the background.
     pub async fn start(
-        address: std::net::IpAddr,
-        port: u16,
+        config: &StreamingConfig,
         containers: Arc<Containers>,
-    ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((address, port)).await?;
-        let local = listener.local_addr()?;
-        let server = StreamServer::new(Sessions { containers }, ServerConfig::default());
+    ) -> Result<Self, StartError> {
+        if config.stream_creation_timeout.is_zero() {
+            return Err(StartError::Invalid {
+                key: "stream_creation_timeout",
+                message: "must be longer than 0s",
+            });
+        }
+        let acceptor = match (config.tls_cert.clone(), config.tls_key.clone()) {
+            (Some(cert), Some(key)) => Some(
+                tokio::task::spawn_blocking(move || {
+                    krio_streaming::tls::load_acceptor(&cert, &key)
+                })
+                .await
+                .map_err(|_| StartError::Invalid {
+                    key: "tls_cert",
+                    message: "loading the certificate panicked",
+                })??,
+            ),
+            _ => None,
+        };
+        let address = std::net::SocketAddr::new(config.address, config.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { address, source })?;
+        let settings = ServerConfig {
+            stream_creation_timeout: config.stream_creation_timeout,
+            idle_timeout: (!config.stream_idle_timeout.is_zero())
+                .then_some(config.stream_idle_timeout),
+            ..ServerConfig::default()
+        };
+        let server = StreamServer::new(Sessions { containers }, settings);
         let serving = server.clone();
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
-            if let Err(e) = serving.serve(listener).await {
+            let served = match acceptor {
+                Some(acceptor) => serving.serve_tls(listener, acceptor).await,
+                None => serving.serve(listener).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "streaming server stopped");
             }
         });
-        tracing::info!(address = %local, "streaming server listening");
+        tracing::info!(address = %local, scheme, "streaming server listening");
         Ok(Self {
             server,
-            base_url: format!("http://{local}"),
+            base_url: format!("{scheme}://{local}"),
         })
     }
 
@@ -92,9 +155,27 @@ impl Streaming {
         let path = self
             .server
             .register(operation, shape, request)
-            .map_err(|e| Error::Unavailable(format!("cannot hand out a streaming URL: {e}")))?;
+            .map_err(url_error)?;
         Ok(format!("{}{path}", self.base_url))
     }
+
+    /// Registers a port-forward for `ports` (what a WebSocket-channel
+    /// client forwards when its URL names none); returns its URL.
+    pub fn port_forward_url(
+        &self,
+        ports: Vec<u16>,
+        request: StreamRequest,
+    ) -> Result<String, Error> {
+        let path = self
+            .server
+            .register_port_forward(ports, request)
+            .map_err(url_error)?;
+        Ok(format!("{}{path}", self.base_url))
+    }
+}
+
+fn url_error(e: krio_streaming::tokens::TokenError) -> Error {
+    Error::Unavailable(format!("cannot hand out a streaming URL: {e}"))
 }
 
 /// Checks the stdio shape of an `Exec` or `Attach` request.
@@ -210,6 +291,7 @@ impl Sessions {
         };
         let Some(status) = waited else {
             // The client went away: nothing may be left running.
+            tracing::debug!(container_id, "streaming client gone, killing the exec");
             prepared.kill();
             let _ = child.kill().await;
             if let Some(t) = stdin_task {
@@ -311,6 +393,7 @@ async fn exec_tty(
     let status = tokio::select! {
         status = child.wait() => status,
         () = disconnect.wait() => {
+            tracing::debug!("streaming client gone, killing the TTY exec");
             prepared.kill();
             let _ = child.kill().await;
             if let Some(t) = stdin_task { t.abort(); }
@@ -546,16 +629,17 @@ pub mod rpc {
         let pod = daemon.sandboxes.get(&req.pod_sandbox_id)?.ok_or_else(|| {
             Error::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
         })?;
-        for port in &req.port {
-            if !(1..=65535).contains(port) {
-                return Err(Error::InvalidArgument(format!(
-                    "port {port} is out of range 1-65535"
-                )));
-            }
-        }
-        let url = daemon.streaming.url(
-            Operation::PortForward,
-            ExecShape::default(),
+        let ports = req
+            .port
+            .iter()
+            .map(|&port| {
+                u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Error::InvalidArgument(format!("port {port} is out of range 1-65535"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let url = daemon.streaming.port_forward_url(
+            ports,
             StreamRequest::PortForward {
                 netns: pod.namespaces.net,
             },

@@ -54,6 +54,8 @@ pub enum StreamProtocol {
     PortForward,
     /// `SPDY/3.1+portforward.k8s.io` (SPDY frames tunnelled in WebSocket).
     PortForwardTunnel,
+    /// `v4.channel.k8s.io` for port-forward: WebSocket channels per port.
+    PortForwardChannels,
 }
 
 impl StreamProtocol {
@@ -63,7 +65,7 @@ impl StreamProtocol {
             Self::ChannelV1 => "channel.k8s.io",
             Self::ChannelV2 => "v2.channel.k8s.io",
             Self::ChannelV3 => "v3.channel.k8s.io",
-            Self::ChannelV4 => "v4.channel.k8s.io",
+            Self::ChannelV4 | Self::PortForwardChannels => "v4.channel.k8s.io",
             Self::ChannelV5 => "v5.channel.k8s.io",
             Self::PortForward => "portforward.k8s.io",
             Self::PortForwardTunnel => "SPDY/3.1+portforward.k8s.io",
@@ -75,7 +77,9 @@ impl StreamProtocol {
     pub fn supported(op: Operation, transport: Transport) -> &'static [StreamProtocol] {
         match (op, transport) {
             (Operation::PortForward, Transport::Spdy) => &[Self::PortForward],
-            (Operation::PortForward, Transport::WebSocket) => &[Self::PortForwardTunnel],
+            (Operation::PortForward, Transport::WebSocket) => {
+                &[Self::PortForwardTunnel, Self::PortForwardChannels]
+            }
             (_, Transport::Spdy) => &[
                 Self::ChannelV4,
                 Self::ChannelV3,
@@ -416,6 +420,12 @@ mod tests {
             ["SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io"],
         );
         assert_eq!(p, Ok(StreamProtocol::PortForwardTunnel));
+        let p = negotiate(
+            Operation::PortForward,
+            Transport::WebSocket,
+            ["v4.channel.k8s.io"],
+        );
+        assert_eq!(p, Ok(StreamProtocol::PortForwardChannels));
         let p = negotiate(
             Operation::PortForward,
             Transport::Spdy,

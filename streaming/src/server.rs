@@ -6,6 +6,12 @@
 //! the client comes, the server takes the token (once), negotiates the
 //! protocol, answers `101 Switching Protocols`, sets up the session and hands
 //! it to the caller's [`Handler`].
+//!
+//! Timeouts: a client has `stream_creation_timeout` to finish the TLS
+//! handshake, send its request headers and (SPDY exec/attach) open the
+//! streams it asked for; an upgraded connection with no traffic either way
+//! for `idle_timeout` is closed (SPDY with GOAWAY, WebSocket by failing
+//! its transport), which ends the session as if the client had left.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,18 +22,26 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::idle::IdleTimeout;
+use crate::portforward::{MAX_WEBSOCKET_PORTS, PortForwardStreams, PortsError, ports_from_query};
 use crate::protocol::{
     HEADER_ACCEPTED_STREAM_PROTOCOL_VERSIONS, HEADER_STREAM_PROTOCOL_VERSION,
     HEADER_WEBSOCKET_PROTOCOL, Operation, StreamProtocol, Transport, negotiate,
 };
-use crate::session::{Disconnect, ExecChannels, ExecShape, PortForwardStreams};
+use crate::session::{Disconnect, ExecChannels, ExecShape};
 use crate::spdy::{self, Connection};
 use crate::tokens::{DEFAULT_CAPACITY, DEFAULT_TTL, TokenError, TokenStore};
 use crate::websocket::{self, ChannelProtocol, Tunnel};
+
+/// The kubelet's default stream idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+/// The kubelet's default stream creation timeout.
+pub const DEFAULT_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Streaming server settings.
 #[derive(Debug, Clone)]
@@ -36,13 +50,18 @@ pub struct ServerConfig {
     pub token_ttl: Duration,
     /// Most tokens outstanding.
     pub max_tokens: usize,
-    /// How long a SPDY client may take to open an exec's streams.
+    /// How long a client may take to finish the TLS handshake, send its
+    /// request headers, and (SPDY exec/attach) open the streams it asked for.
     pub stream_creation_timeout: Duration,
+    /// Close an upgraded connection after this long without traffic in
+    /// either direction; `None` never does.
+    pub idle_timeout: Option<Duration>,
     /// How long a port-forward `data`/`error` pair may stay half-open.
     pub port_forward_pair_timeout: Duration,
     /// Bound on one WebSocket message.
     pub max_ws_message: usize,
-    /// SPDY session settings.
+    /// SPDY session settings (their `idle_timeout` is replaced by the
+    /// server's).
     pub spdy: spdy::Config,
 }
 
@@ -51,14 +70,11 @@ impl Default for ServerConfig {
         Self {
             token_ttl: DEFAULT_TTL,
             max_tokens: DEFAULT_CAPACITY,
-            stream_creation_timeout: Duration::from_secs(30),
+            stream_creation_timeout: DEFAULT_CREATION_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             port_forward_pair_timeout: Duration::from_secs(30),
             max_ws_message: websocket::DEFAULT_MAX_MESSAGE,
-            // The kubelet's default streaming idle timeout.
-            spdy: spdy::Config {
-                idle_timeout: Some(Duration::from_secs(4 * 60 * 60)),
-                ..spdy::Config::default()
-            },
+            spdy: spdy::Config::default(),
         }
     }
 }
@@ -85,10 +101,21 @@ pub trait Handler<T>: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
+/// An upgraded request on its way to its session.
+struct Upgraded<T> {
+    transport: Transport,
+    protocol: StreamProtocol,
+    pending: Pending<T>,
+    /// WebSocket-channel port-forward: the ports from the query.
+    ports: Vec<u16>,
+}
+
 struct Pending<T> {
     operation: Operation,
     shape: ExecShape,
     request: T,
+    /// Port-forward: the ports the RPC named (may be empty).
+    ports: Vec<u16>,
 }
 
 /// The streaming server.
@@ -154,8 +181,22 @@ where
             operation,
             shape,
             request,
+            ports: Vec::new(),
         })?;
         Ok(format!("/{}/{token}", path_segment(operation)))
+    }
+
+    /// Registers a port-forward whose request named `ports` (the CRI
+    /// `PortForward` RPC's); returns its URL path. A WebSocket-channel
+    /// client forwards these unless its URL names ports itself.
+    pub fn register_port_forward(&self, ports: Vec<u16>, request: T) -> Result<String, TokenError> {
+        let token = self.tokens.insert(Pending {
+            operation: Operation::PortForward,
+            shape: ExecShape::default(),
+            request,
+            ports,
+        })?;
+        Ok(format!("/{}/{token}", path_segment(Operation::PortForward)))
     }
 
     /// Accepts connections on `listener` until it fails.
@@ -170,16 +211,45 @@ where
         }
     }
 
+    /// Accepts TLS connections on `listener` until it fails; a handshake
+    /// that fails or takes longer than the creation timeout drops only
+    /// that connection.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+    ) -> std::io::Result<()> {
+        loop {
+            let (io, peer) = listener.accept().await?;
+            let server = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let limit = server.config.stream_creation_timeout;
+                match tokio::time::timeout(limit, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => {
+                        tracing::debug!(%peer, "streaming TLS connection");
+                        server.serve_connection(tls).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake"),
+                    Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
+                }
+            });
+        }
+    }
+
     /// Serves HTTP/1.1 on one accepted connection (plain TCP or TLS).
     pub async fn serve_connection<IO>(self: Arc<Self>, io: IO)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let header_timeout = self.config.stream_creation_timeout;
         let service = hyper::service::service_fn(move |req| {
             let server = self.clone();
             async move { Ok::<_, std::convert::Infallible>(server.route(req)) }
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await
@@ -230,6 +300,22 @@ where
                 return r;
             }
         };
+        let ports = if protocol == StreamProtocol::PortForwardChannels {
+            // The URL's ports win; else those of the RPC.
+            match ports_from_query(req.uri().query()) {
+                Ok(p) => p,
+                Err(PortsError::Missing) if !pending.ports.is_empty() => {
+                    if pending.ports.len() > MAX_WEBSOCKET_PORTS {
+                        let e = PortsError::TooMany;
+                        return response(StatusCode::BAD_REQUEST, format!("{e}\n"));
+                    }
+                    pending.ports.clone()
+                }
+                Err(e) => return response(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        } else {
+            Vec::new()
+        };
         let mut resp = response(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
         let h = resp.headers_mut();
         h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -262,9 +348,20 @@ where
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    server
-                        .run_session(TokioIo::new(upgraded), transport, protocol, pending)
-                        .await
+                    let io = TokioIo::new(upgraded);
+                    let session = Upgraded {
+                        transport,
+                        protocol,
+                        pending,
+                        ports,
+                    };
+                    match (transport, server.config.idle_timeout) {
+                        // SPDY has its own idle timeout (with GOAWAY).
+                        (Transport::WebSocket, Some(t)) => {
+                            server.run_session(IdleTimeout::new(io, t), session).await
+                        }
+                        _ => server.run_session(io, session).await,
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
             }
@@ -272,20 +369,22 @@ where
         resp
     }
 
-    async fn run_session<IO>(
-        &self,
-        io: IO,
-        transport: Transport,
-        protocol: StreamProtocol,
-        pending: Pending<T>,
-    ) where
+    async fn run_session<IO>(&self, io: IO, session: Upgraded<T>)
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Pending {
-            operation,
-            shape,
-            request,
-        } = pending;
+        let Upgraded {
+            transport,
+            protocol,
+            pending:
+                Pending {
+                    operation,
+                    shape,
+                    request,
+                    ..
+                },
+            ports,
+        } = session;
         let ws_protocol = match protocol {
             StreamProtocol::ChannelV5 => ChannelProtocol::V5,
             _ => ChannelProtocol::V4,
@@ -307,6 +406,23 @@ where
                             .await
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket exec setup failed"),
+                }
+            }
+            (Transport::WebSocket, Operation::PortForward)
+                if protocol == StreamProtocol::PortForwardChannels =>
+            {
+                let ws = websocket::server(io, self.config.max_ws_message).await;
+                match PortForwardStreams::from_websocket(ws, &ports, self.config.max_ws_message)
+                    .await
+                {
+                    Ok(pf) => {
+                        let closer = pf.closer();
+                        self.handler
+                            .serve(operation, request, Session::PortForward(pf))
+                            .await;
+                        closer.close().await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket port-forward setup failed"),
                 }
             }
             (Transport::WebSocket, Operation::PortForward) => {
@@ -332,7 +448,11 @@ where
     ) where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut conn, driver) = match Connection::new(io, self.config.spdy.clone()) {
+        let config = spdy::Config {
+            idle_timeout: self.config.idle_timeout,
+            ..self.config.spdy.clone()
+        };
+        let (mut conn, driver) = match Connection::new(io, config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start spdy session");
@@ -348,16 +468,16 @@ where
         });
         match operation {
             Operation::PortForward => {
-                let closer = conn.closer();
                 let pf = PortForwardStreams::new(
                     conn,
                     self.config.port_forward_pair_timeout,
                     disconnect,
                 );
+                let closer = pf.closer();
                 self.handler
                     .serve(operation, request, Session::PortForward(pf))
                     .await;
-                let _ = closer.close().await;
+                closer.close().await;
             }
             Operation::Exec | Operation::Attach => {
                 let channels = ExecChannels::from_spdy(

@@ -3,10 +3,11 @@
 //! The server crate runs a command once, whatever the client spoke: an
 //! [`ExecChannels`] has the same stdin / stdout / stderr / resize / status
 //! handles over SPDY (one stream each) and over WebSocket (one channel
-//! each); a [`PortForwardStreams`] pairs the `data` and `error` streams of
-//! each forwarded connection over SPDY or SPDY-in-WebSocket.
+//! each); port-forward sessions are in [`crate::portforward`].
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{ResizeDecoder, Status, StreamProtocol, TerminalSize};
-use crate::spdy::{
-    Connection, HEADER_PORT, HEADER_REQUEST_ID, HeaderBlock, RstStatus, Stream, StreamError,
-};
+use crate::spdy::{Connection, HeaderBlock, RstStatus, Stream, StreamError};
 use crate::websocket::{
     self, ChannelEvent, ChannelProtocol, ChannelSession, ChannelWriter, WsError,
 };
@@ -96,28 +95,27 @@ impl InputChannel {
 
 type SharedWriter<S> = Arc<Mutex<ChannelWriter<S>>>;
 
-trait WsOut: Send + Sync {
-    fn send<'a>(
-        &'a self,
-        channel: u8,
-        data: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WsError>> + Send + 'a>>;
-    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+/// A boxed future borrowing its sender.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The writing half of a WebSocket channel session, without its transport
+/// type: what output channels share.
+pub(crate) trait WsOut: Send + Sync {
+    /// Sends `data` on `channel`.
+    fn send<'a>(&'a self, channel: u8, data: &'a [u8]) -> BoxFuture<'a, Result<(), WsError>>;
+    /// Sends a normal close.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }
 
 impl<S> WsOut for Mutex<ChannelWriter<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    fn send<'a>(
-        &'a self,
-        channel: u8,
-        data: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WsError>> + Send + 'a>> {
+    fn send<'a>(&'a self, channel: u8, data: &'a [u8]) -> BoxFuture<'a, Result<(), WsError>> {
         Box::pin(async move { self.lock().await.send(channel, data).await })
     }
 
-    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.lock().await.close().await;
         })
@@ -442,8 +440,8 @@ impl ExecChannels {
         });
 
         let stream_protocol = match protocol {
-            ChannelProtocol::V4 => StreamProtocol::ChannelV4,
             ChannelProtocol::V5 => StreamProtocol::ChannelV5,
+            ChannelProtocol::V4 | ChannelProtocol::PortForward => StreamProtocol::ChannelV4,
         };
         Ok(Self {
             protocol: stream_protocol,
@@ -465,95 +463,5 @@ impl ExecChannels {
             },
             disconnect,
         })
-    }
-}
-
-/// The two streams of one forwarded connection.
-#[derive(Debug)]
-pub struct PortForwardPair {
-    /// The pod port.
-    pub port: u16,
-    /// The client's id pairing `data` and `error`.
-    pub request_id: String,
-    /// The forwarded bytes.
-    pub data: Stream,
-    /// Where to write a failure message (e.g. "connection refused").
-    pub error: Stream,
-}
-
-/// Port-forward over SPDY (plain or tunnelled in WebSocket): yields one
-/// [`PortForwardPair`] per forwarded connection.
-#[derive(Debug)]
-pub struct PortForwardStreams {
-    conn: Connection,
-    partial: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)>,
-    pair_timeout: Duration,
-    max_partial: usize,
-    /// Fires when the client disconnects.
-    pub disconnect: Disconnect,
-}
-
-impl PortForwardStreams {
-    /// Wraps a connection; a half-open pair older than `pair_timeout` is
-    /// dropped (its stream reset).
-    pub fn new(conn: Connection, pair_timeout: Duration, disconnect: Disconnect) -> Self {
-        Self {
-            conn,
-            partial: HashMap::new(),
-            pair_timeout,
-            max_partial: 32,
-            disconnect,
-        }
-    }
-
-    /// The next complete pair; `None` when the client is gone.
-    pub async fn next(&mut self) -> Option<PortForwardPair> {
-        loop {
-            let s = self.conn.accept().await?;
-            let now = tokio::time::Instant::now();
-            self.partial
-                .retain(|_, (_, _, t)| now.duration_since(*t) < self.pair_timeout);
-            let port = s
-                .headers()
-                .get(HEADER_PORT)
-                .and_then(|p| p.parse::<u16>().ok());
-            let id = s.headers().get(HEADER_REQUEST_ID).map(str::to_owned);
-            let kind = s.stream_type().map(str::to_owned);
-            let (Some(port), Some(id), Some(kind)) = (port, id, kind) else {
-                let _ = s.reset(RstStatus::PROTOCOL_ERROR).await;
-                continue;
-            };
-            if kind != "data" && kind != "error" {
-                let _ = s.reset(RstStatus::PROTOCOL_ERROR).await;
-                continue;
-            }
-            if !self.partial.contains_key(&id) && self.partial.len() >= self.max_partial {
-                let _ = s.reset(RstStatus::REFUSED_STREAM).await;
-                continue;
-            }
-            if s.reply(HeaderBlock::new()).await.is_err() {
-                continue;
-            }
-            let entry = self.partial.entry(id.clone()).or_insert((None, None, now));
-            let slot = if kind == "data" {
-                &mut entry.0
-            } else {
-                &mut entry.1
-            };
-            if slot.is_some() {
-                let _ = s.reset(RstStatus::PROTOCOL_ERROR).await;
-                continue;
-            }
-            *slot = Some(s);
-            let complete = entry.0.is_some() && entry.1.is_some();
-            if complete && let Some((Some(data), Some(error), _)) = self.partial.remove(&id) {
-                return Some(PortForwardPair {
-                    port,
-                    request_id: id,
-                    data,
-                    error,
-                });
-            }
-        }
     }
 }

@@ -5,6 +5,11 @@
 //! 4 resize — followed by the data. v5 adds channel 255, "close", whose one
 //! data byte names the channel the client closed (stdin).
 //!
+//! Port-forward over channels (`v4.channel.k8s.io`, the older kubectl and
+//! kubelet form): ports come from the `port` query parameters; port *i* has
+//! data channel 2*i* and error channel 2*i*+1, and the server's first message
+//! on each carries the port number (2 bytes, little-endian).
+//!
 //! Port-forward (`SPDY/3.1+portforward.k8s.io`): the WebSocket carries a
 //! SPDY/3.1 session; each binary message is a chunk of the SPDY byte stream,
 //! with no channel byte. [`Tunnel`] turns the WebSocket back into a byte
@@ -46,6 +51,9 @@ pub enum ChannelProtocol {
     V4,
     /// `v5.channel.k8s.io`: adds the close channel.
     V5,
+    /// `v4.channel.k8s.io` for port-forward: a data and an error channel
+    /// per port (0 and 1 for the first port, 2 and 3 for the second...).
+    PortForward,
 }
 
 /// Errors on a WebSocket session.
@@ -110,7 +118,7 @@ pub fn decode_channel(
             _ => Err(WsError::Invalid("close message must name one channel")),
         };
     }
-    if channel > RESIZE {
+    if channel > RESIZE && protocol != ChannelProtocol::PortForward {
         return Err(WsError::Invalid("unknown channel"));
     }
     Ok(Some(ChannelEvent::Data {

@@ -461,3 +461,118 @@ async fn a_vanished_client_is_reported_to_the_handler() {
     drop(ws);
     assert_eq!(rx.recv().await, Some(true));
 }
+
+#[tokio::test]
+async fn websocket_channel_port_forward_end_to_end() {
+    let (server, addr) = start(ServerConfig::default()).await;
+    let connect = |path: String, protocol: &'static str| async move {
+        let mut req = format!("ws://{addr}{path}")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        tokio_tungstenite::client_async(req, tcp).await
+    };
+
+    // Without a port the upgrade is refused.
+    let path = server
+        .register(Operation::PortForward, ExecShape::default(), 0)
+        .expect("register");
+    let refused = connect(path, "v4.channel.k8s.io").await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 400),
+        "{refused:?}"
+    );
+
+    // The URL's ports win over the RPC's.
+    let path = server.register_port_forward(vec![22], 0).expect("register");
+    let (mut ws, resp) = connect(format!("{path}?port=80&port=8080"), "v4.channel.k8s.io")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"v4.channel.k8s.io"[..])
+    );
+    // Each channel opens with its port, little-endian.
+    let mut announced = Vec::new();
+    while announced.len() < 4 {
+        match ws.next().await.expect("message").expect("ok") {
+            Message::Binary(b) => announced.push(b.to_vec()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    announced.sort();
+    assert_eq!(
+        announced,
+        vec![
+            vec![0, 80, 0],
+            vec![1, 80, 0],
+            vec![2, 0x90, 0x1f],
+            vec![3, 0x90, 0x1f]
+        ]
+    );
+    for (channel, text) in [(0u8, &b"first"[..]), (2, b"second")] {
+        ws.send(Message::binary(websocket::encode_channel(channel, text)))
+            .await
+            .expect("send");
+    }
+    let mut answers = std::collections::BTreeMap::<u8, Vec<u8>>::new();
+    while let Some(msg) = ws.next().await {
+        match msg.expect("message") {
+            Message::Binary(b) => answers.entry(b[0]).or_default().extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    // Both connections answered, and the session closed after them.
+    assert_eq!(
+        answers.get(&0).map(Vec::as_slice),
+        Some(&b"port 80: first"[..])
+    );
+    assert_eq!(
+        answers.get(&2).map(Vec::as_slice),
+        Some(&b"port 8080: second"[..])
+    );
+}
+
+#[tokio::test]
+async fn websocket_channel_port_forward_takes_the_rpc_ports() {
+    let (server, addr) = start(ServerConfig::default()).await;
+    let path = server
+        .register_port_forward(vec![8443], 0)
+        .expect("register");
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().expect("header"),
+    );
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("handshake");
+    let mut announced = Vec::new();
+    while announced.len() < 2 {
+        if let Message::Binary(b) = ws.next().await.expect("message").expect("ok") {
+            announced.push(b.to_vec());
+        }
+    }
+    announced.sort();
+    assert_eq!(announced, vec![vec![0, 0xfb, 0x20], vec![1, 0xfb, 0x20]]);
+    ws.send(Message::binary(websocket::encode_channel(0, b"x")))
+        .await
+        .expect("send");
+    let mut data = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) if b[0] == 0 => data.extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(data, b"port 8443: x");
+}

@@ -7,4 +7,4 @@ mod schema;
 
 pub use live::Live;
 pub use load::{Overrides, Sources, load};
-pub use schema::{CgroupManager, Config, LogLevel};
+pub use schema::{CgroupManager, Config, LogLevel, StreamingConfig};

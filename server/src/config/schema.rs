@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use krio_runtime::handler::HandlerConfig;
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,14 @@ pub struct StreamingConfig {
     /// TLS private key (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Close an exec, attach or port-forward connection after this long
+    /// with no traffic either way (`"4h"`, `"30m"`); `"0s"` never does.
+    #[serde(with = "duration_text")]
+    pub stream_idle_timeout: Duration,
+    /// Time a client has after connecting to finish the TLS handshake,
+    /// send its request and open the streams it asked for.
+    #[serde(with = "duration_text")]
+    pub stream_creation_timeout: Duration,
 }
 
 impl Default for StreamingConfig {
@@ -161,7 +170,33 @@ impl Default for StreamingConfig {
             port: 0,
             tls_cert: None,
             tls_key: None,
+            // The kubelet's defaults.
+            stream_idle_timeout: Duration::from_secs(4 * 60 * 60),
+            stream_creation_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Durations as human-readable text in the config file (`"30s"`,
+/// `"1h 30m"`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes `"4h"`, `"30s"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads `"4h"`, `"90s"`, `"1h 30m"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. \"30s\" or \"4h\""
+            ))
+        })
     }
 }
 

@@ -75,20 +75,37 @@ impl Sandbox {
         cmd
     }
 
-    /// Starts the daemon and waits for its socket.
+    /// Starts the daemon, its log appended to `krio.log` in the sandbox (a
+    /// pipe nobody reads would stall a chatty daemon), and waits for its
+    /// socket.
     pub fn start(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open krio.log");
         let child = self
             .serve_command()
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("spawn krio");
         let mut daemon = Daemon {
             child: Some(child),
             socket: self.socket(),
         };
-        daemon.wait_for_socket();
+        if let Err(status) = daemon.wait_for_socket() {
+            panic!(
+                "krio stopped early ({status}): {}",
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            );
+        }
         daemon
+    }
+
+    /// The log of the daemons [`Sandbox::start`] started.
+    pub fn log_path(&self) -> PathBuf {
+        self.path("krio.log")
     }
 }
 
@@ -101,7 +118,9 @@ impl Sandbox {
             child: Some(child),
             socket: self.socket(),
         };
-        daemon.wait_for_socket();
+        if let Err(status) = daemon.wait_for_socket() {
+            panic!("krio stopped early ({status})");
+        }
         daemon
     }
 }
@@ -113,27 +132,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn wait_for_socket(&mut self) {
+    /// Waits (at most 20 s) for the socket; the exit status when the
+    /// daemon stops first.
+    fn wait_for_socket(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().expect("try_wait"))
             {
-                let out = self
-                    .child
-                    .take()
-                    .expect("child")
-                    .wait_with_output()
-                    .expect("output");
-                panic!(
-                    "krio exited early with {status}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                self.child = None;
+                return Err(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

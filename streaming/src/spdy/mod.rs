@@ -10,17 +10,20 @@
 //! [`frame`] holds the wire format, [`headers`] the zlib-compressed
 //! name/value blocks, [`Connection`] the server side of a session.
 
+mod config;
 mod connection;
 mod dictionary;
 pub mod frame;
 pub mod headers;
+mod stream;
+mod transport;
 
-pub use connection::{
-    Closer, Config, Connection, ConnectionError, Driver, FlowControl, Stream, StreamError,
-};
+pub use config::{Config, FlowControl};
+pub use connection::{Closer, Connection, ConnectionError, Driver};
 pub use dictionary::{DICTIONARY_LEN, dictionary};
 pub use frame::{Frame, FrameDecoder, FrameEncoder, FrameError, GoAwayStatus, RstStatus};
 pub use headers::{HeaderBlock, HeaderCompressor, HeaderDecompressor, HeaderError};
+pub use stream::{Stream, StreamError};
 
 /// The `Upgrade` token of the protocol.
 pub const UPGRADE: &str = "SPDY/3.1";
