@@ -5,18 +5,15 @@
 //! Root-only, needs the local registry and crictl (conformance/install-tools.sh).
 
 mod common;
+mod pod_env;
 
 use std::io::{BufRead, Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    BridgeGuard, MountGuard, RuntimeClient, Sandbox, image_client, registry_ready, runtime_client,
-    skip_unless_root,
-};
+use common::{RuntimeClient, registry_ready, skip_unless_root};
 use krio_proto::v1;
 
-const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
 
 /// Whether this test can run here (root, the registry, crictl).
@@ -38,73 +35,7 @@ fn can_run(test: &str) -> bool {
     found
 }
 
-/// A daemon with busybox pulled and one pod.
-struct Env {
-    // Fields drop in order: the daemon is killed first, what it left is
-    // unmounted, and the temp dir goes last.
-    daemon: common::Daemon,
-    client: RuntimeClient,
-    pod_id: String,
-    pod_config: v1::PodSandboxConfig,
-    _mounts: MountGuard,
-    _bridge: BridgeGuard,
-    sandbox: Sandbox,
-}
-
-async fn env(net: u8, name: &str, streaming_toml: &str) -> Env {
-    let sandbox = Sandbox::new();
-    let mounts = MountGuard(sandbox.dir.path().to_path_buf());
-    let bridge = BridgeGuard(sandbox.write_bridge_network(net));
-    sandbox.use_local_registry();
-    if !streaming_toml.is_empty() {
-        let mut toml = std::fs::read_to_string(sandbox.path("krio.toml")).expect("read config");
-        toml.push_str(streaming_toml);
-        std::fs::write(sandbox.path("krio.toml"), toml).expect("write config");
-    }
-    let daemon = sandbox.start();
-    image_client(&daemon.socket)
-        .await
-        .pull_image(v1::PullImageRequest {
-            image: Some(v1::ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
-    let mut client = runtime_client(&daemon.socket).await;
-    let pod_config = v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "test".into(),
-            attempt: 0,
-        }),
-        log_directory: sandbox.path("logs").display().to_string(),
-        ..Default::default()
-    };
-    let pod_id = client
-        .run_pod_sandbox(v1::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
-    Env {
-        daemon,
-        client,
-        pod_id,
-        pod_config,
-        _mounts: mounts,
-        _bridge: bridge,
-        sandbox,
-    }
-}
-
-impl Env {
+impl pod_env::Env {
     /// The daemon's log lines that mention `needle`.
     fn log_lines(&self, needle: &str) -> String {
         std::fs::read_to_string(self.sandbox.path("krio.log"))
@@ -117,45 +48,18 @@ impl Env {
 
     /// Starts a busybox container; `stdin` keeps its stdin open for attach
     /// (closed when the first attached client closes it).
-    async fn run(&mut self, name: &str, command: &[&str], stdin: bool) -> String {
-        let config = v1::ContainerConfig {
-            metadata: Some(v1::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(v1::ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            log_path: format!("{name}.log"),
-            stdin,
-            stdin_once: stdin,
-            ..Default::default()
-        };
-        let id = self
-            .client
-            .create_container(v1::CreateContainerRequest {
-                pod_sandbox_id: self.pod_id.clone(),
-                config: Some(config),
-                sandbox_config: Some(self.pod_config.clone()),
-            })
-            .await
-            .expect("create")
-            .into_inner()
-            .container_id;
-        self.client
-            .start_container(v1::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .expect("start");
-        id
+    async fn run_stdin(&mut self, name: &str, command: &[&str], stdin: bool) -> String {
+        let mut request = self.container(name, command);
+        if let Some(config) = request.config.as_mut() {
+            config.stdin = stdin;
+            config.stdin_once = stdin;
+        }
+        self.create_and_start(request).await
     }
 
     /// `crictl` pointed at this daemon.
     fn crictl(&self) -> Command {
-        let endpoint = format!("unix://{}", self.daemon.socket.display());
+        let endpoint = format!("unix://{}", self.socket().display());
         let mut cmd = Command::new("crictl");
         cmd.arg("--runtime-endpoint")
             .arg(&endpoint)
@@ -164,21 +68,6 @@ impl Env {
             .arg("--timeout")
             .arg("60s");
         cmd
-    }
-
-    async fn remove_pod(&mut self) {
-        self.client
-            .stop_pod_sandbox(v1::StopPodSandboxRequest {
-                pod_sandbox_id: self.pod_id.clone(),
-            })
-            .await
-            .expect("stop pod");
-        self.client
-            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
-                pod_sandbox_id: self.pod_id.clone(),
-            })
-            .await
-            .expect("remove pod");
     }
 }
 
@@ -251,9 +140,9 @@ async fn crictl_exec_attach_and_port_forward_over_spdy_and_websocket() {
     if !can_run("crictl_exec_attach_and_port_forward_over_spdy_and_websocket") {
         return;
     }
-    let mut env = env(61, "crictl", "").await;
+    let mut env = pod_env::env_with_config(61, "crictl", "").await;
     let web = env
-        .run(
+        .run_stdin(
             "web",
             &[
                 "sh",
@@ -290,7 +179,7 @@ async fn crictl_exec_attach_and_port_forward_over_spdy_and_websocket() {
         );
 
         // A TTY exec under a pseudo-terminal (script gives crictl one).
-        let endpoint = format!("unix://{}", env.daemon.socket.display());
+        let endpoint = format!("unix://{}", env.socket().display());
         // The terminal is sized first: crictl sends the size, and the
         // container's terminal must come to report it (the resize may land
         // just after the command starts, so the command polls for it).
@@ -317,7 +206,7 @@ async fn crictl_exec_attach_and_port_forward_over_spdy_and_websocket() {
         // back, and closing stdin (stdin_once) ends it.
         let name = format!("reader-{transport}");
         let reader = env
-            .run(
+            .run_stdin(
                 &name,
                 &[
                     "sh",
@@ -397,8 +286,8 @@ async fn urls_are_single_use_and_a_vanished_client_leaves_nothing() {
     if !can_run("urls_are_single_use_and_a_vanished_client_leaves_nothing") {
         return;
     }
-    let mut env = env(62, "vanish", "").await;
-    let id = env.run("sleeper", &["sleep", "3600"], false).await;
+    let mut env = pod_env::env_with_config(62, "vanish", "").await;
+    let id = env.run_stdin("sleeper", &["sleep", "3600"], false).await;
 
     // A URL works once.
     let url = env
@@ -418,7 +307,7 @@ async fn urls_are_single_use_and_a_vanished_client_leaves_nothing() {
     assert_eq!(first, 101, "the first use upgrades");
     assert_eq!(http_status(&url), 404, "the second use is refused");
 
-    let daemon_pid = env.daemon.pid();
+    let daemon_pid = env.daemon.as_ref().expect("daemon").pid();
     for transport in TRANSPORTS {
         let fds_before = fd_count(daemon_pid);
         let mut cmd = env.crictl();
@@ -499,8 +388,8 @@ async fn crictl_exec_over_tls() {
         cert.display(),
         key.display()
     );
-    let mut env = env(63, "tls", &toml).await;
-    let id = env.run("sleeper", &["sleep", "3600"], false).await;
+    let mut env = pod_env::env_with_config(63, "tls", &toml).await;
+    let id = env.run_stdin("sleeper", &["sleep", "3600"], false).await;
     let url = env
         .client
         .exec(v1::ExecRequest {

@@ -25,20 +25,25 @@ pub struct Env {
 
 /// Starts the daemon on test subnet `net` and runs pod `name`.
 pub async fn env(net: u8, name: &str) -> Env {
-    start(net, name, "", "").await
+    start(net, name, "", "", "").await
+}
+
+/// [`env`] with `toml` appended to the daemon's config file.
+pub async fn env_with_config(net: u8, name: &str, toml: &str) -> Env {
+    start(net, name, "", "", toml).await
 }
 
 /// [`env`] with the pod on runtime handler `handler`.
 pub async fn env_on(net: u8, name: &str, handler: &str) -> Env {
-    start(net, name, handler, "").await
+    start(net, name, handler, "", "").await
 }
 
 /// [`env`] with the pod under `cgroup_parent`.
 pub async fn env_in_cgroup(net: u8, name: &str, cgroup_parent: &str) -> Env {
-    start(net, name, "", cgroup_parent).await
+    start(net, name, "", cgroup_parent, "").await
 }
 
-async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str) -> Env {
+async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str, toml: &str) -> Env {
     assert!(
         std::path::Path::new(common::KRIO)
             .with_file_name("krio-monitor")
@@ -49,6 +54,11 @@ async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str) -> Env {
     let mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let bridge = BridgeGuard(sandbox.write_bridge_network(net));
     sandbox.use_local_registry();
+    if !toml.is_empty() {
+        let mut config = std::fs::read_to_string(sandbox.path("krio.toml")).expect("read config");
+        config.push_str(toml);
+        std::fs::write(sandbox.path("krio.toml"), config).expect("write config");
+    }
     let daemon = sandbox.start();
     let mut images = common::image_client(&daemon.socket).await;
     images
@@ -97,6 +107,11 @@ async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str) -> Env {
 }
 
 impl Env {
+    /// The daemon's socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.daemon.as_ref().expect("daemon running").socket
+    }
+
     /// The request for a busybox container in the pod running `command`,
     /// logging to `<name>.log`.
     pub fn container(&self, name: &str, command: &[&str]) -> v1::CreateContainerRequest {
@@ -142,7 +157,8 @@ impl Env {
         self.create_and_start(request).await
     }
 
-    async fn create_and_start(&mut self, request: v1::CreateContainerRequest) -> String {
+    /// Creates and starts the container `request` describes.
+    pub async fn create_and_start(&mut self, request: v1::CreateContainerRequest) -> String {
         let id = self
             .client
             .create_container(request)
