@@ -6,10 +6,40 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use krio_runtime::monitor::EXIT_FILE;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+/// Wakes threads waiting for some container to exit (StopContainer),
+/// instead of having them poll the exit file.
+#[derive(Debug, Default)]
+pub struct ExitBell {
+    rings: Mutex<u64>,
+    rung: Condvar,
+}
+
+impl ExitBell {
+    /// How often it has rung so far.
+    pub fn rings(&self) -> u64 {
+        *self.rings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Some exit was recorded.
+    pub fn ring(&self) {
+        *self.rings.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.rung.notify_all();
+    }
+
+    /// Waits until it rings after `seen` rings, or `limit` passes.
+    pub fn wait_after(&self, seen: u64, limit: Duration) {
+        let guard = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .rung
+            .wait_timeout_while(guard, limit, |rings| *rings == seen);
+    }
+}
 
 /// The watches and the inotify instance that reports them.
 pub struct ExitWatcher {
@@ -88,7 +118,6 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::mpsc;
-    use std::time::Duration;
 
     #[test]
     fn reports_an_exit_file_renamed_into_place_and_nothing_else() {
@@ -109,5 +138,23 @@ mod tests {
         assert_eq!(id, "c1");
         // Only the one relevant event (the temp file and `other` are ignored).
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    }
+
+    #[test]
+    fn the_bell_wakes_a_waiter_and_a_missed_ring_is_not_waited_for() {
+        let bell = Arc::new(ExitBell::default());
+        let seen = bell.rings();
+        bell.ring();
+        // Rang since `seen`: returns at once (a long limit would hang the test).
+        bell.wait_after(seen, Duration::from_secs(3600));
+        let seen = bell.rings();
+        let b = bell.clone();
+        let ringer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            b.ring();
+        });
+        bell.wait_after(seen, Duration::from_secs(3600));
+        assert_eq!(bell.rings(), seen + 1);
+        ringer.join().expect("ringer");
     }
 }

@@ -46,6 +46,7 @@ pub struct Containers {
     cpu_rate: krio_runtime::stats::CpuRate,
     events: EventSink,
     exits: Option<Arc<exit_watch::ExitWatcher>>,
+    exit_bell: exit_watch::ExitBell,
 }
 
 impl std::fmt::Debug for Containers {
@@ -89,6 +90,7 @@ impl Containers {
             names: Mutex::new(HashMap::new()),
             cpu_rate: krio_runtime::stats::CpuRate::new(),
             events,
+            exit_bell: exit_watch::ExitBell::default(),
             exits: match exit_watch::ExitWatcher::new() {
                 Ok(w) => Some(Arc::new(w)),
                 Err(e) => {
@@ -134,6 +136,7 @@ impl Containers {
                     if let Some(containers) = this.upgrade() {
                         // Reading it records the exit and emits the event.
                         let _ = containers.get(id);
+                        containers.exit_bell.ring();
                     }
                 })
             });
@@ -403,12 +406,20 @@ impl Containers {
 
     fn wait_exit(&self, record: &mut ContainerRecord, limit: Duration) {
         let deadline = Instant::now() + limit;
+        // Without the watcher nothing rings: look again every 20 ms.
+        let recheck = if self.exits.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(20)
+        };
         loop {
+            let seen = self.exit_bell.rings();
             self.refresh(record);
-            if record.state == ContainerState::Exited || Instant::now() >= deadline {
+            let now = Instant::now();
+            if record.state == ContainerState::Exited || now >= deadline {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            self.exit_bell.wait_after(seen, recheck.min(deadline - now));
         }
     }
 
