@@ -217,7 +217,13 @@ pub(crate) fn run_captured(cmd: &mut Command, timeout: Duration) -> Result<Outpu
 }
 
 /// Waits for `child` until `deadline`; `None` when it is still running.
+/// Sleeps in `poll` on a pidfd, so it returns as soon as the child exits
+/// (`runc create` is on CreateContainer's path); without pidfds (before
+/// Linux 5.3) it naps with a backoff.
 pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let pidfd = rustix::process::Pid::from_raw(child.id().cast_signed()).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
     let mut nap = Duration::from_millis(1);
     loop {
         match child.try_wait() {
@@ -229,8 +235,17 @@ pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitSta
         if left.is_zero() {
             return None;
         }
-        std::thread::sleep(nap.min(left));
-        nap = (nap * 2).min(Duration::from_millis(20));
+        match &pidfd {
+            Some(fd) => {
+                // Readable once the child has exited; EINTR just loops.
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, poll_timeout(left));
+            }
+            None => {
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+        }
     }
 }
 
