@@ -64,6 +64,20 @@ fn leases(sandbox: &Sandbox, net: u8) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Starts the daemon and runs pod `name`; its id and IP.
+async fn daemon_with_pod(sandbox: &Sandbox, name: &str) -> (common::Daemon, String, String) {
+    let daemon = sandbox.start();
+    let mut client = runtime_client(&daemon.socket).await;
+    let id = client
+        .run_pod_sandbox(run_request(pod_config(name)))
+        .await
+        .expect("run")
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = status(&mut client, &id).await.network.expect("network").ip;
+    (daemon, id, ip)
+}
+
 /// kill -9 of the daemon: no chance to clean up.
 fn sigkill(mut daemon: common::Daemon) {
     let mut child = daemon.child.take().expect("running");
@@ -457,15 +471,7 @@ async fn a_killed_daemon_restarts_with_its_pods_and_still_cleans_up() {
     let sandbox = Sandbox::new();
     let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let _bridge = BridgeGuard(sandbox.write_bridge_network(4));
-    let daemon = sandbox.start();
-    let mut client = runtime_client(&daemon.socket).await;
-    let id = client
-        .run_pod_sandbox(run_request(pod_config("survivor")))
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
-    let ip = status(&mut client, &id).await.network.expect("network").ip;
+    let (daemon, id, ip) = daemon_with_pod(&sandbox, "survivor").await;
 
     sigkill(daemon);
 
@@ -652,15 +658,7 @@ async fn the_network_of_a_pod_krio_forgot_is_released_at_start() {
     let sandbox = Sandbox::new();
     let _mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let _bridge = BridgeGuard(sandbox.write_bridge_network(7));
-    let daemon = sandbox.start();
-    let mut client = runtime_client(&daemon.socket).await;
-    let id = client
-        .run_pod_sandbox(run_request(pod_config("forgotten")))
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
-    let ip = status(&mut client, &id).await.network.expect("network").ip;
+    let (daemon, id, ip) = daemon_with_pod(&sandbox, "forgotten").await;
     let leases = || leases(&sandbox, 7);
     assert!(leases().contains(&ip), "the pod holds its lease");
 
