@@ -28,6 +28,9 @@ log() { printf 'run-critest: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/krio-critest.XXXXXX)
+# Traversable: runc reaches user-namespaced pods' root filesystems as the
+# pods' unprivileged root.
+chmod 0711 "$work"
 bridge="krct$((RANDOM % 10000))"
 krio_pid=""
 registry_started=false

@@ -5,3 +5,4 @@ pub mod cni;
 pub mod netns;
 pub mod podns;
 pub mod sysctl;
+pub mod userns;

@@ -31,6 +31,9 @@ pub enum Kind {
     /// Process IDs (only pinned from an existing process: a new PID
     /// namespace needs a PID 1, see the daemon's pod infra process).
     Pid,
+    /// User and group IDs (created by a helper process, see
+    /// [`crate::userns`]: a thread cannot own one).
+    User,
 }
 
 impl Kind {
@@ -41,15 +44,17 @@ impl Kind {
             Kind::Ipc => "ipc",
             Kind::Uts => "uts",
             Kind::Pid => "pid",
+            Kind::User => "user",
         }
     }
 
-    fn flag(self) -> CloneFlags {
+    pub(crate) fn flag(self) -> CloneFlags {
         match self {
             Kind::Net => CloneFlags::CLONE_NEWNET,
             Kind::Ipc => CloneFlags::CLONE_NEWIPC,
             Kind::Uts => CloneFlags::CLONE_NEWUTS,
             Kind::Pid => CloneFlags::CLONE_NEWPID,
+            Kind::User => CloneFlags::CLONE_NEWUSER,
         }
     }
 }
@@ -118,6 +123,9 @@ pub enum PodNsError {
         #[source]
         source: Errno,
     },
+    /// The user namespace helper process failed.
+    #[error("cannot create the pod's user namespace: {0}")]
+    Userns(String),
     /// The worker thread could not run.
     #[error("cannot create the pod's namespaces: worker thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -199,13 +207,13 @@ pub fn remove(pins: &[PathBuf]) -> Result<(), PodNsError> {
     Ok(())
 }
 
-fn remove_all(pins: &[(Kind, PathBuf)]) {
+pub(crate) fn remove_all(pins: &[(Kind, PathBuf)]) {
     for (_, pin) in pins {
         let _ = netns::remove_pinned(pin);
     }
 }
 
-fn create_pin_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_pin_file(path: &Path) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         DirBuilder::new()
             .recursive(true)
@@ -226,7 +234,29 @@ fn setup_in_thread(req: &PodNsRequest, pins: &[(Kind, PathBuf)]) -> Result<(), P
         .iter()
         .fold(CloneFlags::empty(), |f, (k, _)| f | k.flag());
     unshare(flags).map_err(PodNsError::Unshare)?;
-    if pins.iter().any(|(k, _)| *k == Kind::Uts) && !req.hostname.is_empty() {
+    configure(req, pins.iter().any(|(k, _)| *k == Kind::Uts))?;
+    for (kind, path) in pins {
+        let source = format!("/proc/thread-self/ns/{}", kind.name());
+        mount(
+            Some(source.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| PodNsError::Mount {
+            kind: kind.name(),
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Sets the hostname (when the UTS namespace is the pod's own) and the
+/// sysctls in the calling thread's current namespaces.
+pub(crate) fn configure(req: &PodNsRequest, own_uts: bool) -> Result<(), PodNsError> {
+    if own_uts && !req.hostname.is_empty() {
         nix::unistd::sethostname(&req.hostname).map_err(|source| PodNsError::Hostname {
             hostname: req.hostname.clone(),
             source,
@@ -243,21 +273,6 @@ fn setup_in_thread(req: &PodNsRequest, pins: &[(Kind, PathBuf)]) -> Result<(), P
         write().map_err(|source| PodNsError::Sysctl {
             key: key.clone(),
             value: value.clone(),
-            source,
-        })?;
-    }
-    for (kind, path) in pins {
-        let source = format!("/proc/thread-self/ns/{}", kind.name());
-        mount(
-            Some(source.as_str()),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| PodNsError::Mount {
-            kind: kind.name(),
-            path: path.clone(),
             source,
         })?;
     }

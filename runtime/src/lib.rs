@@ -2,6 +2,7 @@
 //! container lifecycle and the per-container monitor.
 
 pub mod handler;
+pub mod idmap;
 pub mod monitor;
 pub mod oci;
 pub mod spec;

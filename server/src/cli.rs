@@ -88,6 +88,9 @@ pub enum Command {
     /// Internal: hold a pod's shared PID namespace (started by the daemon).
     #[command(hide = true)]
     PodInfra(crate::sandbox::infra::InfraArgs),
+    /// Internal: create a pod's user namespace and its namespaces inside it.
+    #[command(hide = true)]
+    PodUserns(crate::sandbox::userns::UsernsArgs),
 }
 
 /// Default location of the main configuration file.

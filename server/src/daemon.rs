@@ -46,6 +46,10 @@ pub async fn run(
 
     create_private_dir(&config.root)?;
     create_private_dir(&config.runroot)?;
+    // Traversable (not listable): runc reaches the root filesystem of a pod
+    // with its own user namespace as that pod's unprivileged root.
+    std::fs::set_permissions(&config.runroot, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("setting the mode of {}", config.runroot.display()))?;
     let _lock = RootLock::acquire(&config.root)?;
 
     let live = Live::new(config, config_files);
@@ -205,9 +209,9 @@ pub fn probe_handlers<'a>(
             };
             let probed = crate::cri::HandlerFeature {
                 recursive_read_only_mounts: features.recursive_read_only_mounts && kernel_rro,
-                // Pods with user namespaces are not implemented by krio yet,
-                // whatever the runtime can do.
-                user_namespaces: false,
+                // krio id-maps the mounts itself; the runtime only has to
+                // join a user namespace.
+                user_namespaces: features.user_namespaces && krio_runtime::spec::idmapped_overlay(),
             };
             (name.to_owned(), probed)
         })

@@ -27,6 +27,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(cli::Command::PodInfra(args)) = &cli.command {
         return sandbox::infra::run_infra(args);
     }
+    if let Some(cli::Command::PodUserns(args)) = &cli.command {
+        std::process::exit(i32::from(
+            sandbox::userns::run_helper(args) != std::process::ExitCode::SUCCESS,
+        ));
+    }
     if let Some(cli::Command::ExecWait(args)) = &cli.command {
         let code = exec_wait::run(args)?;
         std::process::exit(code);
@@ -47,6 +52,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(cli::Command::PodInfra(ref args)) => sandbox::infra::run_infra(args),
+        Some(cli::Command::PodUserns(ref args)) => std::process::exit(i32::from(
+            sandbox::userns::run_helper(args) != std::process::ExitCode::SUCCESS,
+        )),
         Some(cli::Command::ExecWait(ref args)) => std::process::exit(exec_wait::run(args)?),
         Some(cli::Command::Status(ref args)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

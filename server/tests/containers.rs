@@ -704,3 +704,74 @@ async fn image_volumes_are_read_only_images_with_sub_paths() {
         .expect("the image is free once the container is gone");
     env.remove_pod().await;
 }
+
+#[tokio::test]
+async fn a_pod_with_its_own_user_namespace_owns_its_files() {
+    if skip_unless_root("a_pod_with_its_own_user_namespace_owns_its_files")
+        || !registry_ready("a_pod_with_its_own_user_namespace_owns_its_files")
+    {
+        return;
+    }
+    const HOST_ID: u32 = 300_000;
+    let mut env = pod_env::env_userns(19, "userns", HOST_ID).await;
+    let id = env.run("u", &["sleep", "600"]).await;
+    let exec = |cmd: &str| v1::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+        timeout: 10,
+    };
+    let out = env
+        .client
+        .exec_sync(exec(
+            "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox /; \
+             touch /made-here && echo wrote",
+        ))
+        .await
+        .expect("exec")
+        .into_inner();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map, ["0", &HOST_ID.to_string(), "65536"], "{text}");
+    // Root inside, the image's files and / its own, and it can write.
+    assert_eq!(&lines[1..5], ["0", "0", "0", "wrote"], "{text}");
+
+    // On the host the container runs, and writes, as the mapped IDs.
+    let pid = env.pid(&id).await;
+    // In the pod's pinned user namespace, not the node's.
+    let ns_inode =
+        |path: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("ns"));
+    let pin = env.sandbox.path(&format!("run/ns/user/{}", env.pod_id));
+    assert_eq!(
+        ns_inode(&format!("/proc/{pid}/ns/user")),
+        ns_inode(&pin.display().to_string())
+    );
+    assert_ne!(
+        ns_inode(&format!("/proc/{pid}/ns/user")),
+        ns_inode("/proc/self/ns/user")
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(uid_line.contains(&HOST_ID.to_string()), "{uid_line}");
+    let made = std::fs::read_dir(env.sandbox.path("root/images/containers"))
+        .expect("containers dir")
+        .flatten()
+        .map(|c| c.path().join("upper/made-here"))
+        .find(|p| p.exists())
+        .expect("the new file in the container's upper dir");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).expect("stat"));
+    assert_eq!(owner, HOST_ID);
+
+    let pod_id = env.pod_id.clone();
+    env.remove_pod().await;
+    let pin = env.sandbox.path(&format!("run/ns/user/{pod_id}"));
+    assert!(!pin.exists(), "the user namespace pin is gone");
+    let left = env.sandbox.mounts();
+    assert!(left.is_empty(), "mounts left: {left:?}");
+}

@@ -152,6 +152,12 @@ fn detect_cgroup_mode(root: &Path) -> CgroupMode {
     }
 }
 
+/// The kernel can id-map an overlayfs mount (Linux 5.19+), which krio does
+/// for the root filesystems of pods with their own user namespace.
+pub fn idmapped_overlay() -> bool {
+    kernel_at_least(5, 19)
+}
+
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release

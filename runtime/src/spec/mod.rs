@@ -36,7 +36,8 @@ use oci_spec::runtime::{Linux, Process, Root, Spec, User};
 pub use capabilities::{CapabilityError, CapabilitySet, DEFAULT_CAPABILITIES};
 pub use devices::DeviceError;
 pub use host::{
-    CgroupMode, HostDevice, HostInfo, HostMount, host_devices, parse_mountinfo, read_mountinfo,
+    CgroupMode, HostDevice, HostInfo, HostMount, host_devices, idmapped_overlay, parse_mountinfo,
+    read_mountinfo,
 };
 pub use mounts::MountError;
 pub use namespaces::NamespaceError;

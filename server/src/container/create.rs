@@ -1,7 +1,7 @@
 //! `CreateContainer`: the CRI config, the pod and the image become an OCI
 //! bundle on a mounted root filesystem, then a monitor creates it.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use krio_proto::v1;
@@ -152,6 +152,16 @@ impl Containers {
             .mode(0o755)
             .create(&record.rootfs)
             .map_err(|e| Error::internal(format!("creating {}", record.rootfs.display()), e))?;
+        if pod.namespaces.user.is_some() {
+            // runc binds the rootfs onto itself from inside the pod's user
+            // namespace: its root (an unprivileged host uid) must be able to
+            // traverse the path (not list it).
+            for dir in run_dir.ancestors().take(2) {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                    |e| Error::internal(format!("opening {} for traversal", dir.display()), e),
+                )?;
+            }
+        }
         // Write the CRI record first so a crash mid-create is cleaned at start.
         self.save(record)?;
         let mut with_volumes = config.clone();
@@ -163,7 +173,18 @@ impl Containers {
         let config = &image_volumes::as_binds(&with_volumes);
         let rootfs = self.images.prepare_rootfs(image_id, &record.id)?;
         record.upper_dir.clone_from(&rootfs.upper_dir);
-        self.images.mount_rootfs(&rootfs, &record.rootfs)?;
+        match &pod.namespaces.user {
+            // The layers belong to host root; the pod's root must own them.
+            Some(userns) => super::userns_rootfs::mount(
+                &self.images,
+                &rootfs,
+                run_dir,
+                &record.rootfs,
+                userns,
+                pod_root_owner(pod_config),
+            )?,
+            None => self.images.mount_rootfs(&rootfs, &record.rootfs)?,
+        }
         let image_config = self.images.image_config(image_id)?;
 
         let sandbox = self.sandbox_info(pod, pod_config, config)?;
@@ -274,7 +295,7 @@ impl Containers {
             network_ns: pod.namespaces.net.clone(),
             ipc_ns: pod.namespaces.ipc.clone(),
             uts_ns: pod.namespaces.uts.clone(),
-            user_ns: None,
+            user_ns: pod.namespaces.user.clone(),
             pid_ns,
             resolv_conf: Some(pod.dir.join("resolv.conf")),
             hosts: Some(pod.dir.join("hosts")),
@@ -282,4 +303,21 @@ impl Containers {
             shm: pod.shm.clone(),
         })
     }
+}
+
+/// The host uid and gid of a user-namespaced pod's root (the start of its
+/// mappings; validated at RunPodSandbox).
+fn pod_root_owner(pod_config: &v1::PodSandboxConfig) -> (u32, u32) {
+    let userns = pod_config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref());
+    let first =
+        |maps: Option<&Vec<v1::IdMapping>>| maps.and_then(|m| m.first()).map_or(0, |m| m.host_id);
+    (
+        first(userns.map(|u| &u.uids)),
+        first(userns.map(|u| &u.gids)),
+    )
 }

@@ -13,6 +13,7 @@ mod exit_watch;
 mod image_volumes;
 mod stats;
 mod update;
+mod userns_rootfs;
 mod view;
 
 use std::collections::HashMap;

@@ -11,6 +11,7 @@ mod files;
 pub mod infra;
 mod reserve;
 mod resources;
+pub mod userns;
 mod validate;
 mod view;
 
@@ -243,13 +244,19 @@ impl Sandboxes {
         if !pod.host_ipc {
             kinds.push(Kind::Ipc);
         }
-        let pins = podns::create(&PodNsRequest {
+        let request = PodNsRequest {
             dir: self.config.get().runroot.join("ns"),
             pod_id: record.id.clone(),
             kinds,
             hostname: pod.config.hostname.clone(),
             sysctls: pod.sysctls.clone(),
-        })
+        };
+        let pins = match pod.userns {
+            Some((uids, gids)) => {
+                krio_network::userns::create(&request, uids, gids, userns::helper_command(&request))
+            }
+            None => podns::create(&request),
+        }
         .map_err(|e| Error::internal("creating the pod's namespaces", e))?;
         for (kind, pin) in pins {
             match kind {
@@ -257,6 +264,7 @@ impl Sandboxes {
                 Kind::Ipc => record.namespaces.ipc = Some(pin),
                 Kind::Uts => record.namespaces.uts = Some(pin),
                 Kind::Pid => record.namespaces.pid = Some(pin),
+                Kind::User => record.namespaces.user = Some(pin),
             }
         }
         if pod.shared_pid {

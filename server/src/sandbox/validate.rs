@@ -26,6 +26,8 @@ pub struct ValidPod {
     pub shared_pid: bool,
     /// Sysctls to apply, sorted by key.
     pub sysctls: Vec<(String, String)>,
+    /// The pod's own user namespace mappings (uids, gids), if it has one.
+    pub userns: Option<super::userns::Mappings>,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -115,15 +117,7 @@ pub fn validate(req: &v1::RunPodSandboxRequest, config: &Config) -> Result<Valid
     let network = mode("network", ns.network, &[Pod, Node])?;
     let ipc = mode("ipc", ns.ipc, &[Pod, Node])?;
     let pid = mode("pid", ns.pid, &[Pod, Container, Node, Target])?;
-    if ns
-        .userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode != Node as i32)
-    {
-        return Err(invalid(
-            "namespace_options.userns_options: user namespaces are not supported by krio yet",
-        ));
-    }
+    let userns = super::userns::validate(ns.userns_options.as_ref(), &ns)?;
     let host_network = network == Node;
     let host_ipc = ipc == Node;
 
@@ -190,6 +184,7 @@ pub fn validate(req: &v1::RunPodSandboxRequest, config: &Config) -> Result<Valid
         host_ipc,
         shared_pid: pid == Pod,
         sysctls: sorted.into_iter().collect(),
+        userns,
     })
 }
 

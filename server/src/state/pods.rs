@@ -73,12 +73,15 @@ pub struct PodNamespaces {
     /// Shared PID namespace pin (held by the infra process).
     #[serde(default)]
     pub pid: Option<PathBuf>,
+    /// User namespace pin, when the pod has its own.
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 impl PodNamespaces {
-    /// All pins.
+    /// All pins, the user namespace's first (joined before the others).
     pub fn pins(&self) -> Vec<PathBuf> {
-        [&self.net, &self.ipc, &self.uts, &self.pid]
+        [&self.user, &self.net, &self.ipc, &self.uts, &self.pid]
             .into_iter()
             .flatten()
             .cloned()

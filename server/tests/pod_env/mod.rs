@@ -25,25 +25,62 @@ pub struct Env {
 
 /// Starts the daemon on test subnet `net` and runs pod `name`.
 pub async fn env(net: u8, name: &str) -> Env {
-    start(net, name, "", "", "").await
+    start(net, name, PodOptions::default()).await
+}
+
+/// How the test pod differs from a plain one.
+#[derive(Default)]
+struct PodOptions<'a> {
+    handler: &'a str,
+    cgroup_parent: &'a str,
+    toml: &'a str,
+    userns_host_id: Option<u32>,
+}
+
+/// [`env`] with the pod in its own user namespace: container IDs 0..65536
+/// are host IDs `host_id`.. (the kubelet's `hostUsers: false`).
+pub async fn env_userns(net: u8, name: &str, host_id: u32) -> Env {
+    let options = PodOptions {
+        userns_host_id: Some(host_id),
+        ..PodOptions::default()
+    };
+    start(net, name, options).await
 }
 
 /// [`env`] with `toml` appended to the daemon's config file.
 pub async fn env_with_config(net: u8, name: &str, toml: &str) -> Env {
-    start(net, name, "", "", toml).await
+    let options = PodOptions {
+        toml,
+        ..PodOptions::default()
+    };
+    start(net, name, options).await
 }
 
 /// [`env`] with the pod on runtime handler `handler`.
 pub async fn env_on(net: u8, name: &str, handler: &str) -> Env {
-    start(net, name, handler, "", "").await
+    let options = PodOptions {
+        handler,
+        ..PodOptions::default()
+    };
+    start(net, name, options).await
 }
 
 /// [`env`] with the pod under `cgroup_parent`.
 pub async fn env_in_cgroup(net: u8, name: &str, cgroup_parent: &str) -> Env {
-    start(net, name, "", cgroup_parent, "").await
+    let options = PodOptions {
+        cgroup_parent,
+        ..PodOptions::default()
+    };
+    start(net, name, options).await
 }
 
-async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str, toml: &str) -> Env {
+async fn start(net: u8, name: &str, options: PodOptions<'_>) -> Env {
+    let PodOptions {
+        handler,
+        cgroup_parent,
+        toml,
+        userns_host_id,
+    } = options;
     assert!(
         std::path::Path::new(common::KRIO)
             .with_file_name("krio-monitor")
@@ -51,6 +88,14 @@ async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str, toml: &s
         "krio-monitor must be built beside krio (cargo test --workspace builds it)"
     );
     let sandbox = Sandbox::new();
+    if userns_host_id.is_some() {
+        // runc reaches the rootfs as the pod's unprivileged root.
+        std::fs::set_permissions(
+            sandbox.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod the sandbox dir");
+    }
     let mounts = MountGuard(sandbox.dir.path().to_path_buf());
     let bridge = BridgeGuard(sandbox.write_bridge_network(net));
     sandbox.use_local_registry();
@@ -82,6 +127,25 @@ async fn start(net: u8, name: &str, handler: &str, cgroup_parent: &str, toml: &s
         log_directory: sandbox.path("logs").display().to_string(),
         linux: Some(v1::LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.into(),
+            security_context: userns_host_id.map(|host_id| {
+                let map = vec![v1::IdMapping {
+                    container_id: 0,
+                    host_id,
+                    length: 65536,
+                }];
+                v1::LinuxSandboxSecurityContext {
+                    namespace_options: Some(v1::NamespaceOption {
+                        pid: v1::NamespaceMode::Container as i32,
+                        userns_options: Some(v1::UserNamespace {
+                            mode: v1::NamespaceMode::Pod as i32,
+                            uids: map.clone(),
+                            gids: map,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
         }),
         ..Default::default()
