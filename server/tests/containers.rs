@@ -714,7 +714,25 @@ async fn a_pod_with_its_own_user_namespace_owns_its_files() {
     }
     const HOST_ID: u32 = 300_000;
     let mut env = pod_env::env_userns(19, "userns", HOST_ID).await;
-    let id = env.run("u", &["sleep", "600"]).await;
+    // A volume as the kubelet gives it to such a pod: host root's files,
+    // with the pod's mappings asking for an id-mapped mount.
+    let volume = env.sandbox.path("volume");
+    std::fs::create_dir(&volume).expect("mkdir volume");
+    std::fs::write(volume.join("from-host"), b"x").expect("write");
+    let map = vec![v1::IdMapping {
+        container_id: 0,
+        host_id: HOST_ID,
+        length: 65536,
+    }];
+    let mut request = env.container("u", &["sleep", "600"]);
+    request.config.as_mut().expect("config").mounts = vec![v1::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.display().to_string(),
+        uid_mappings: map.clone(),
+        gid_mappings: map,
+        ..Default::default()
+    }];
+    let id = env.create_and_start(request).await;
     let exec = |cmd: &str| v1::ExecSyncRequest {
         container_id: id.clone(),
         cmd: vec!["sh".into(), "-c".into(), cmd.into()],
@@ -724,7 +742,8 @@ async fn a_pod_with_its_own_user_namespace_owns_its_files() {
         .client
         .exec_sync(exec(
             "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox /; \
-             touch /made-here && echo wrote",
+             touch /made-here && echo wrote; stat -c %u /vol/from-host; \
+             touch /vol/from-pod && echo wrote",
         ))
         .await
         .expect("exec")
@@ -741,6 +760,13 @@ async fn a_pod_with_its_own_user_namespace_owns_its_files() {
     assert_eq!(map, ["0", &HOST_ID.to_string(), "65536"], "{text}");
     // Root inside, the image's files and / its own, and it can write.
     assert_eq!(&lines[1..5], ["0", "0", "0", "wrote"], "{text}");
+    // The volume: host root's file is the pod root's, and what the pod
+    // writes there is host root's again.
+    assert_eq!(&lines[5..7], ["0", "wrote"], "{text}");
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(volume.join("from-pod")).expect("the pod's file"),
+    );
+    assert_eq!(owner, 0);
 
     // On the host the container runs, and writes, as the mapped IDs.
     let pid = env.pid(&id).await;

@@ -170,7 +170,18 @@ impl Containers {
             // Keeps the volumes' image digests for ContainerStatus.
             record.config = with_volumes.encode_to_vec();
         }
-        let config = &image_volumes::as_binds(&with_volumes);
+        let mut runtime_config = image_volumes::as_binds(&with_volumes);
+        let userns_options = pod_userns_options(pod_config);
+        super::idmapped_mounts::mount_all(
+            &mut runtime_config,
+            run_dir,
+            pod.namespaces.user.as_deref(),
+            (
+                userns_options.map_or(&[][..], |u| &u.uids),
+                userns_options.map_or(&[][..], |u| &u.gids),
+            ),
+        )?;
+        let config = &runtime_config;
         let rootfs = self.images.prepare_rootfs(image_id, &record.id)?;
         record.upper_dir.clone_from(&rootfs.upper_dir);
         match &pod.namespaces.user {
@@ -305,15 +316,20 @@ impl Containers {
     }
 }
 
-/// The host uid and gid of a user-namespaced pod's root (the start of its
-/// mappings; validated at RunPodSandbox).
-fn pod_root_owner(pod_config: &v1::PodSandboxConfig) -> (u32, u32) {
-    let userns = pod_config
+/// The pod's user namespace options, if it set any.
+fn pod_userns_options(pod_config: &v1::PodSandboxConfig) -> Option<&v1::UserNamespace> {
+    pod_config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref());
+        .and_then(|n| n.userns_options.as_ref())
+}
+
+/// The host uid and gid of a user-namespaced pod's root (the start of its
+/// mappings; validated at RunPodSandbox).
+fn pod_root_owner(pod_config: &v1::PodSandboxConfig) -> (u32, u32) {
+    let userns = pod_userns_options(pod_config);
     let first =
         |maps: Option<&Vec<v1::IdMapping>>| maps.and_then(|m| m.first()).map_or(0, |m| m.host_id);
     (

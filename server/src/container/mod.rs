@@ -10,6 +10,7 @@ mod census;
 mod create;
 pub mod exec;
 mod exit_watch;
+mod idmapped_mounts;
 mod image_volumes;
 mod stats;
 mod update;
@@ -314,6 +315,7 @@ impl Containers {
             && let Ok(config) = v1::ContainerConfig::decode(record.config.as_slice())
         {
             image_volumes::unmount_all(&self.images, &record.id, run_dir, &config);
+            idmapped_mounts::unmount_all(&record.id, run_dir, &config);
         }
         for dir in run_dir.iter().chain(std::iter::once(&record.state_dir)) {
             if let Err(e) = std::fs::remove_dir_all(dir)
