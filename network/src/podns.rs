@@ -235,8 +235,13 @@ fn setup_in_thread(req: &PodNsRequest, pins: &[(Kind, PathBuf)]) -> Result<(), P
         .fold(CloneFlags::empty(), |f, (k, _)| f | k.flag());
     unshare(flags).map_err(PodNsError::Unshare)?;
     configure(req, pins.iter().any(|(k, _)| *k == Kind::Uts))?;
+    bind_pins("/proc/thread-self/ns", pins)
+}
+
+/// Bind-mounts `<ns_dir>/<kind>` (a task's `/proc/.../ns`) onto each pin.
+pub(crate) fn bind_pins(ns_dir: &str, pins: &[(Kind, PathBuf)]) -> Result<(), PodNsError> {
     for (kind, path) in pins {
-        let source = format!("/proc/thread-self/ns/{}", kind.name());
+        let source = format!("{ns_dir}/{}", kind.name());
         mount(
             Some(source.as_str()),
             path,

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::mount::{MsFlags, mount};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
 
@@ -118,21 +117,7 @@ fn drive(
         .write_all(b"g")
         .map_err(|e| fail(format!("signalling the helper: {e}")))?;
     expect(&mut stdout, b'r')?;
-    for (kind, path) in pins {
-        let source = format!("/proc/{pid}/ns/{}", kind.name());
-        mount(
-            Some(source.as_str()),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| PodNsError::Mount {
-            kind: kind.name(),
-            path: path.clone(),
-            source,
-        })?;
-    }
+    podns::bind_pins(&format!("/proc/{pid}/ns"), pins)?;
     child.stdin = Some(stdin);
     Ok(())
 }
