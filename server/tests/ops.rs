@@ -87,12 +87,29 @@ async fn raw_unary(socket: &Path, path: &str, message: &impl Message, timeout: &
         .expect("numeric code")
 }
 
-/// A PullImage that cannot finish in a millisecond: TEST-NET-1 does not
-/// answer, so the pull waits on its connection.
+/// A registry that accepts connections and never answers, so a pull from
+/// it can only end by its deadline (an unroutable address could fail at
+/// once, before the deadline). Lives as long as the process.
+fn silent_registry() -> std::net::SocketAddr {
+    static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                held.push(conn);
+            }
+        });
+        addr
+    })
+}
+
+/// A PullImage that cannot finish in a millisecond.
 fn slow_pull() -> v1::PullImageRequest {
     v1::PullImageRequest {
         image: Some(v1::ImageSpec {
-            image: "192.0.2.1:5000/never/answers:1".into(),
+            image: format!("{}/never/answers:1", silent_registry()),
             ..Default::default()
         }),
         ..Default::default()
