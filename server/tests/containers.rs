@@ -255,19 +255,7 @@ async fn containers_survive_a_killed_daemon() {
             ],
         )
         .await;
-    let pid = {
-        let resp = env
-            .client
-            .container_status(v1::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .expect("status")
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).expect("info json");
-        info["pid"].as_i64().expect("pid")
-    };
+    let pid = env.pid(&id).await;
     let mut daemon = env.daemon.take().expect("daemon");
     let mut child = daemon.child.take().expect("running");
     child.kill().expect("SIGKILL the daemon");

@@ -71,6 +71,21 @@ impl pod_env::Env {
     }
 }
 
+/// A single-use exec URL for `true` in container `id`.
+async fn exec_url(env: &mut pod_env::Env, id: &str) -> String {
+    env.client
+        .exec(v1::ExecRequest {
+            container_id: id.to_owned(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("exec")
+        .into_inner()
+        .url
+}
+
 /// The processes in a container (`ps -o args` through ExecSync).
 async fn container_ps(mut client: RuntimeClient, id: String) -> String {
     let resp = client
@@ -140,7 +155,7 @@ async fn crictl_exec_attach_and_port_forward_over_spdy_and_websocket() {
     if !can_run("crictl_exec_attach_and_port_forward_over_spdy_and_websocket") {
         return;
     }
-    let mut env = pod_env::env_with_config(61, "crictl", "").await;
+    let mut env = pod_env::env(61, "crictl").await;
     let web = env
         .run_stdin(
             "web",
@@ -286,22 +301,11 @@ async fn urls_are_single_use_and_a_vanished_client_leaves_nothing() {
     if !can_run("urls_are_single_use_and_a_vanished_client_leaves_nothing") {
         return;
     }
-    let mut env = pod_env::env_with_config(62, "vanish", "").await;
-    let id = env.run_stdin("sleeper", &["sleep", "3600"], false).await;
+    let mut env = pod_env::env(62, "vanish").await;
+    let id = env.run("sleeper", &["sleep", "3600"]).await;
 
     // A URL works once.
-    let url = env
-        .client
-        .exec(v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("exec")
-        .into_inner()
-        .url;
+    let url = exec_url(&mut env, &id).await;
     assert!(url.starts_with("http://"), "{url}");
     let first = http_status(&url);
     assert_eq!(first, 101, "the first use upgrades");
@@ -389,19 +393,8 @@ async fn crictl_exec_over_tls() {
         key.display()
     );
     let mut env = pod_env::env_with_config(63, "tls", &toml).await;
-    let id = env.run_stdin("sleeper", &["sleep", "3600"], false).await;
-    let url = env
-        .client
-        .exec(v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("exec")
-        .into_inner()
-        .url;
+    let id = env.run("sleeper", &["sleep", "3600"]).await;
+    let url = exec_url(&mut env, &id).await;
     assert!(url.starts_with("https://"), "{url}");
 
     for transport in TRANSPORTS {

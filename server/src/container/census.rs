@@ -16,9 +16,8 @@ impl Containers {
     /// Counts containers by CRI state (exits read first) and live monitors.
     /// Blocking: reads exit files and `/proc`.
     pub fn census(&self) -> Census {
-        let ids: Vec<String> = self.lock().keys().cloned().collect();
         let (mut created, mut running, mut exited, mut monitors) = (0, 0, 0, 0);
-        for record in ids.iter().filter_map(|id| self.get(id).ok().flatten()) {
+        for record in self.snapshot("", "") {
             match record.state {
                 ContainerState::Created => created += 1,
                 ContainerState::Running => running += 1,

@@ -456,9 +456,16 @@ impl Containers {
         Ok(view::status(&record, verbose))
     }
 
-    /// Every container with its exit read, oldest first.
-    fn snapshot(&self) -> Vec<ContainerRecord> {
-        let mut records: Vec<ContainerRecord> = self.lock().values().cloned().collect();
+    /// The containers whose id and pod id start with the given prefixes
+    /// (empty: any), with their exits read, oldest first. Only those are
+    /// copied out of the shared map.
+    fn snapshot(&self, id: &str, pod_id: &str) -> Vec<ContainerRecord> {
+        let mut records: Vec<ContainerRecord> = self
+            .lock()
+            .values()
+            .filter(|r| r.id.starts_with(id) && r.pod_id.starts_with(pod_id))
+            .cloned()
+            .collect();
         for record in &mut records {
             self.refresh(record);
         }
@@ -468,17 +475,13 @@ impl Containers {
 
     /// `ListContainers`, oldest first.
     pub fn list(&self, filter: &ContainerFilter) -> Vec<v1::Container> {
-        self.snapshot()
-            .iter()
-            .filter(|r| filter.matches(r))
-            .map(view::list_entry)
-            .collect()
+        self.records(filter).iter().map(view::list_entry).collect()
     }
 
     /// The statuses of a pod's containers, oldest first (for events and
     /// `PodSandboxStatus`).
     pub fn statuses_of_pod(&self, pod_id: &str) -> Vec<v1::ContainerStatus> {
-        self.snapshot()
+        self.snapshot("", pod_id)
             .iter()
             .filter(|r| r.pod_id == pod_id)
             .filter_map(|r| view::status(r, false).status)
@@ -504,7 +507,8 @@ impl Containers {
     /// The records that pass `filter`, oldest first, exits read
     /// (blocking). For readers such as the metrics collector.
     pub fn records(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
-        self.snapshot()
+        // State and labels are checked once exits are read.
+        self.snapshot(&filter.id, &filter.pod_id)
             .into_iter()
             .filter(|r| filter.matches(r))
             .collect()
