@@ -193,7 +193,9 @@ pub fn probe_handlers<'a>(
     config: &Config,
     names: impl Iterator<Item = &'a str>,
 ) -> HandlerFeatures {
-    let kernel_rro = krio_runtime::spec::HostInfo::detect().rro_mounts;
+    // Just the kernel checks: a whole HostInfo::detect (devices, mounts)
+    // is the containers' business, done once at their recovery.
+    let kernel_rro = krio_runtime::spec::rro_kernel();
     names
         .filter_map(|name| config.runtime.handlers.get(name).map(|h| (name, h)))
         .map(|(name, handler)| {

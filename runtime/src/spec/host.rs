@@ -119,7 +119,7 @@ impl HostInfo {
         };
         Self {
             capabilities,
-            rro_mounts: kernel_at_least(5, 12),
+            rro_mounts: rro_kernel(),
             cgroup_mode,
             systemd_cgroup: false,
             min_oom_score_adj,
@@ -152,7 +152,13 @@ fn detect_cgroup_mode(root: &Path) -> CgroupMode {
     }
 }
 
-/// The kernel can id-map an overlayfs mount (Linux 5.19+), which krio does
+/// The kernel has recursive read-only mounts (`mount_setattr`, Linux
+/// 5.12+).
+pub fn rro_kernel() -> bool {
+    kernel_at_least(5, 12)
+}
+
+/// overlayfs takes id-mapped layers (Linux 5.19+), which krio builds
 /// for the root filesystems of pods with their own user namespace.
 pub fn idmapped_overlay() -> bool {
     kernel_at_least(5, 19)

@@ -37,7 +37,7 @@ pub use capabilities::{CapabilityError, CapabilitySet, DEFAULT_CAPABILITIES};
 pub use devices::DeviceError;
 pub use host::{
     CgroupMode, HostDevice, HostInfo, HostMount, host_devices, idmapped_overlay, parse_mountinfo,
-    read_mountinfo,
+    read_mountinfo, rro_kernel,
 };
 pub use mounts::MountError;
 pub use namespaces::NamespaceError;
