@@ -9,16 +9,23 @@ use krio_image::digest::Digest;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn image(layer_bytes: &[u8], served_layer: Vec<u8>, stall: Option<usize>) -> (Routes, Digest) {
-    let layer_digest = Digest::of_bytes(layer_bytes);
+/// Routes for `test/img:v1` with one layer: its diff ID, the blob digest
+/// and size the manifest claims, and the bytes actually served (stalling
+/// after `stall` bytes when given).
+fn routes(
+    diff_id: &Digest,
+    blob: (&Digest, usize, &str),
+    served: Vec<u8>,
+    stall: Option<usize>,
+) -> Routes {
+    let (blob_digest, blob_size, media_type) = blob;
     let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"config":{{}}}}"#
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
     );
     let config_digest = Digest::of_bytes(config.as_bytes());
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{media_type}","digest":"{blob_digest}","size":{blob_size}}}]}}"#,
         config.len(),
-        layer_bytes.len()
     );
     let mut r = Routes::new();
     r.insert(
@@ -34,9 +41,22 @@ fn image(layer_bytes: &[u8], served_layer: Vec<u8>, stall: Option<usize>) -> (Ro
         ("application/octet-stream".into(), config.into_bytes(), None),
     );
     r.insert(
-        format!("/v2/test/img/blobs/{layer_digest}"),
-        ("application/octet-stream".into(), served_layer, stall),
+        format!("/v2/test/img/blobs/{blob_digest}"),
+        ("application/octet-stream".into(), served, stall),
     );
+    r
+}
+
+/// An uncompressed one-layer image whose layer is `layer_bytes` by its
+/// digest but is served as `served_layer`.
+fn image(layer_bytes: &[u8], served_layer: Vec<u8>, stall: Option<usize>) -> (Routes, Digest) {
+    let layer_digest = Digest::of_bytes(layer_bytes);
+    let blob = (
+        &layer_digest,
+        layer_bytes.len(),
+        "application/vnd.oci.image.layer.v1.tar",
+    );
+    let r = routes(&layer_digest, blob, served_layer, stall);
     (r, layer_digest)
 }
 
@@ -254,34 +274,13 @@ async fn bearer_token_flow() {
 /// Routes for `test/img:v1` whose one layer is served as `blob` and
 /// unpacks to `tar` (the config's diff ID).
 fn image_with_blob(tar: &[u8], blob: Vec<u8>) -> (Routes, Digest) {
-    let diff_id = Digest::of_bytes(tar);
     let blob_digest = Digest::of_bytes(&blob);
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
+    let claimed = (
+        &blob_digest,
+        blob.len(),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
     );
-    let config_digest = Digest::of_bytes(config.as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{blob_digest}","size":{}}}]}}"#,
-        config.len(),
-        blob.len()
-    );
-    let mut r = Routes::new();
-    r.insert(
-        "/v2/test/img/manifests/v1".into(),
-        (
-            "application/vnd.oci.image.manifest.v1+json".into(),
-            manifest.into_bytes(),
-            None,
-        ),
-    );
-    r.insert(
-        format!("/v2/test/img/blobs/{config_digest}"),
-        ("application/octet-stream".into(), config.into_bytes(), None),
-    );
-    r.insert(
-        format!("/v2/test/img/blobs/{blob_digest}"),
-        ("application/octet-stream".into(), blob, None),
-    );
+    let r = routes(&Digest::of_bytes(tar), claimed, blob, None);
     (r, blob_digest)
 }
 
