@@ -105,6 +105,28 @@ async fn upgrade(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (Strin
     (String::from_utf8(head).expect("utf8"), tcp)
 }
 
+/// A WebSocket handshake on `path` offering `protocol` (a comma-separated
+/// list), answer included.
+async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+    protocol: &str,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<TcpStream>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tokio_tungstenite::client_async(req, tcp).await
+}
+
 fn exec_shape() -> ExecShape {
     ExecShape {
         stdin: true,
@@ -246,17 +268,7 @@ async fn websocket_v5_tty_exec_end_to_end() {
     let path = server
         .register(Operation::Exec, shape, 0)
         .expect("register");
-    let mut req = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v5.channel.k8s.io, v4.channel.k8s.io"
-            .parse()
-            .expect("header"),
-    );
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp)
+    let (mut ws, resp) = ws_connect(addr, &path, "v5.channel.k8s.io, v4.channel.k8s.io")
         .await
         .expect("handshake");
     assert_eq!(
@@ -365,15 +377,7 @@ async fn spdy_and_tunnelled_port_forward_end_to_end() {
     let path = server
         .register(Operation::PortForward, ExecShape::default(), 0)
         .expect("register");
-    let mut req = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "SPDY/3.1+portforward.k8s.io".parse().expect("header"),
-    );
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+    let (ws, _) = ws_connect(addr, &path, "SPDY/3.1+portforward.k8s.io")
         .await
         .expect("handshake");
     let mut client = Client::new(Tunnel::new(ws, 64 * 1024));
@@ -445,15 +449,7 @@ async fn a_vanished_client_is_reported_to_the_handler() {
     let path = server
         .register(Operation::Attach, exec_shape(), ())
         .expect("register");
-    let mut req = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v4.channel.k8s.io".parse().expect("header"),
-    );
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+    let (mut ws, _) = ws_connect(addr, &path, "v4.channel.k8s.io")
         .await
         .expect("handshake");
     // Wait for the "connection established" message, then vanish.
@@ -466,13 +462,7 @@ async fn a_vanished_client_is_reported_to_the_handler() {
 async fn websocket_channel_port_forward_end_to_end() {
     let (server, addr) = start(ServerConfig::default()).await;
     let connect = |path: String, protocol: &'static str| async move {
-        let mut req = format!("ws://{addr}{path}")
-            .into_client_request()
-            .expect("request");
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        tokio_tungstenite::client_async(req, tcp).await
+        ws_connect(addr, &path, protocol).await
     };
 
     // Without a port the upgrade is refused.
@@ -544,15 +534,7 @@ async fn websocket_channel_port_forward_takes_the_rpc_ports() {
     let path = server
         .register_port_forward(vec![8443], 0)
         .expect("register");
-    let mut req = format!("ws://{addr}{path}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v4.channel.k8s.io".parse().expect("header"),
-    );
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+    let (mut ws, _) = ws_connect(addr, &path, "v4.channel.k8s.io")
         .await
         .expect("handshake");
     let mut announced = Vec::new();
